@@ -1,0 +1,54 @@
+"""OpenID Connect identity provider for Japan's private-sector digital IDs.
+
+``create_app`` assembles the Flask application from validated settings; every
+subsystem registers itself through ``init_app`` or a blueprint.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template
+
+from idp.settings import Settings
+
+log = logging.getLogger("idp")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    from idp import errors
+    from idp.ca import views as ca_views
+    from idp.context import load_services
+    from idp import enrollment
+    from idp.oidc import session as db_session
+    from idp.oidc import views as oidc_views
+    from idp.oidc.server import create_server
+    from idp.web import browser, consent, i18n, login, ratelimit
+
+    settings = settings or Settings.from_env()
+    services = load_services(settings)
+    app = Flask(__name__, instance_path=str(settings.instance_dir))
+    app.config.update(
+        SECRET_KEY=services.secret_key,
+        MAX_CONTENT_LENGTH=256 * 1024,
+        TESTING=settings.testing,
+        OAUTH2_SCOPES_SUPPORTED=None,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["idp"] = services
+    errors.init_app(app)
+    db_session.init_app(app)
+    browser.init_app(app)
+    i18n.init_app(app)
+    app.extensions["idp.oauth"] = create_server(app)
+    for blueprint in (oidc_views.bp, enrollment.bp, login.bp, consent.bp, ca_views.bp):
+        app.register_blueprint(blueprint)
+    ratelimit.init_app(app, settings)
+
+    @app.get("/")
+    def index() -> str:
+        return render_template("index.html", demo=settings.development)
+
+    if not settings.development and not settings.registration_token:
+        log.warning("IDP_REGISTRATION_TOKEN is unset: dynamic client registration is open to anyone")
+    return app

@@ -1,0 +1,147 @@
+"""Device certificate lifecycle in storage: issue (pending) → activate → revoke / suspend.
+
+Every step runs inside the caller's transaction together with its audit entry, and
+marks the CRL stale so the next ``/ca/crl`` fetch (or the operator command) re-signs it
+(RFC 5280 §5: a full CRL with an increasing cRLNumber). OCSP answers straight from the
+database, so a revocation is visible at once on every instance.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from idp import audit
+from idp.ca import crl as crl_mod
+from idp.ca.authority import CertificateAuthority
+from idp.ca.ocsp import UNKNOWN, CertStatus
+from idp.ca.profile import issue_device_certificate, new_serial_number
+from idp.device.webauthn import RegisteredCredential
+from idp.settings import Settings
+from idp.storage.models import CrlState, DeviceCertificate, utcnow
+
+DEVICE_CERTIFICATE_MAX_LIFETIME = timedelta(days=3 * 365)
+CRL_LIFETIME = timedelta(hours=24)
+CRL_REFRESH_BEFORE = timedelta(hours=6)
+SUSPENDED = "suspended"
+
+
+class LifecycleError(ValueError):
+    """An operator or person asked for a transition that cannot happen (nothing changed)."""
+
+
+def serial_hex(serial_number: int) -> str:
+    return format(serial_number, "x")
+
+
+def issue(session: Session, *, ca: CertificateAuthority, settings: Settings, account_id: str,
+          credential: RegisteredCredential, user_handle: bytes, jpki_not_after: datetime,
+          jpki_binding_id: int | None) -> DeviceCertificate:
+    """Certify the device key, never beyond the JPKI certificate that proved the person."""
+    now = utcnow()
+    serial = new_serial_number()
+    not_after = min(jpki_not_after, now + DEVICE_CERTIFICATE_MAX_LIFETIME)
+    certificate = issue_device_certificate(
+        ca, public_key=credential.public_key, serial_number=serial, account_ref=account_id,
+        not_before=now, not_after=not_after, crl_url=settings.url("/ca/crl"),
+        ocsp_url=settings.url("/ca/ocsp"), ca_issuers_url=settings.url("/ca/certificate"),
+        hardware_attested=credential.attestation_verified)
+    device = DeviceCertificate(
+        serial=serial_hex(serial), account_id=account_id, jpki_binding_id=jpki_binding_id,
+        credential_id=credential.credential_id, user_handle=user_handle,
+        public_key_cose=credential.public_key_cose, certificate_der=certificate.public_bytes(Encoding.DER),
+        state="pending", issued_at=now, not_after=certificate.not_valid_after_utc,
+        sign_count=credential.sign_count, backup_eligible=credential.backup_eligible,
+        hardware_attested=credential.attestation_verified, aaguid=credential.aaguid)
+    session.add(device)
+    session.flush()
+    audit.record(session, "certificate.issued", serial=device.serial, account=account_id,
+                 hardware_attested=device.hardware_attested)
+    return device
+
+
+def activate(session: Session, device: DeviceCertificate) -> None:
+    device.state = "active"
+    device.activated_at = utcnow()
+    audit.record(session, "certificate.activated", serial=device.serial, account=device.account_id)
+    _crl_stale(session)
+
+
+def find(session: Session, serial: str) -> DeviceCertificate:
+    text = serial.strip().lower().removeprefix("0x").replace(":", "")
+    if not text or len(text) > 40 or any(ch not in "0123456789abcdef" for ch in text):
+        raise LifecycleError(f"{serial!r} is not a hexadecimal serial number")
+    device = session.get(DeviceCertificate, text.lstrip("0") or "0", with_for_update=True)
+    if device is None:
+        raise LifecycleError(f"no device certificate with serial {text}")
+    return device
+
+
+def revoke(session: Session, device: DeviceCertificate, *, reason: str, by: str) -> None:
+    crl_mod.parse_reason(reason)  # ValueError naming the accepted reasons
+    if device.state == "revoked":
+        raise LifecycleError(f"certificate {device.serial} is already revoked")
+    if reason == "certificateHold":
+        suspend(session, device, reason=reason, event="certificate.suspended", by=by)
+        return
+    device.state = "revoked"
+    device.revoked_at = utcnow()
+    device.revocation_reason = reason
+    audit.record(session, "certificate.revoked", serial=device.serial, reason=reason, by=by)
+    _crl_stale(session)
+
+
+def suspend(session: Session, device: DeviceCertificate, *, reason: str, event: str, by: str = "system") -> None:
+    """certificateHold (RFC 5280 §5.3.1): reversible, but only by a fresh proof of identity."""
+    if device.state in ("revoked", SUSPENDED):
+        return
+    device.state = SUSPENDED
+    device.revoked_at = utcnow()
+    device.revocation_reason = reason
+    audit.record(session, event, serial=device.serial, account=device.account_id, by=by)
+    _crl_stale(session)
+
+
+def _crl_stale(session: Session) -> None:
+    state = session.get(CrlState, 1)
+    if state is not None:
+        state.dirty = True
+
+
+def current_crl(session: Session, ca: CertificateAuthority) -> bytes:
+    """The CRL, re-signed when something changed or nextUpdate draws near."""
+    now = utcnow()
+    state = session.get(CrlState, 1, with_for_update=True)
+    if state is not None and not state.dirty and state.next_update - now > CRL_REFRESH_BEFORE:
+        return state.der
+    revoked = session.scalars(select(DeviceCertificate).where(
+        DeviceCertificate.state.in_(("revoked", SUSPENDED)))).all()
+    entries = [crl_mod.RevokedEntry(int(d.serial, 16), d.revoked_at or now, d.revocation_reason)
+               for d in revoked]
+    number = (state.crl_number + 1) if state else 1
+    der = crl_mod.build_crl(ca, revoked=entries, crl_number=number, this_update=now,
+                            next_update=now + CRL_LIFETIME)
+    if state is None:
+        state = CrlState(id=1, crl_number=number, this_update=now, next_update=now + CRL_LIFETIME, der=der)
+        session.add(state)
+    state.crl_number, state.this_update, state.next_update = number, now, now + CRL_LIFETIME
+    state.der, state.dirty = der, False
+    return der
+
+
+def ocsp_status(session: Session, serial_number: int) -> CertStatus:
+    """RFC 6960 §2.2: pending (never activated) and unknown serials are not ``good``."""
+    device = session.get(DeviceCertificate, serial_hex(serial_number))
+    if device is None or device.state == "pending":
+        return UNKNOWN
+    if device.state in ("revoked", SUSPENDED):
+        return CertStatus("revoked", device.revoked_at or utcnow(), device.revocation_reason)
+    return CertStatus("good")
+
+
+def certificate_of(device: DeviceCertificate) -> x509.Certificate:
+    return x509.load_der_x509_certificate(device.certificate_der)

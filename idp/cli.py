@@ -1,0 +1,215 @@
+"""The ``idp`` command: serve, initialise, and the operator's lifecycle commands (PROTOCOL §1, §6).
+
+Every command reads the deployment's ``IDP_*`` environment. An error exits non-zero
+with one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from idp.settings import Settings
+
+
+class CommandError(Exception):
+    """A refusal the operator should read: one line, non-zero exit."""
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from idp.context import initialise
+
+    created = initialise(_settings())
+    for item in created:
+        print(f"created: {item}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    from idp import create_app
+    from idp.context import initialise
+
+    settings = _settings()
+    initialise(settings)
+    if not settings.registration_token:
+        print("warning: IDP_REGISTRATION_TOKEN is unset: client registration is open (development only)",
+              file=sys.stderr)
+    app = create_app(settings)
+    workers = args.workers or min(2 * multiprocessing.cpu_count() + 1, 8)
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 4)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("timeout", 30)
+
+        def load(self):  # type: ignore[no-untyped-def]
+            return app
+
+    print(f"serving {settings.issuer} on http://{args.host}:{args.port} with {workers} workers", file=sys.stderr)
+    Server().run()
+
+
+def _in_transaction(work: Callable[..., str]) -> str:
+    from idp.context import load_services
+
+    services = load_services(_settings())
+    with services.db.transaction() as session:
+        return work(session, services)
+
+
+def cmd_ca_revoke(args: argparse.Namespace) -> None:
+    from idp.ca import lifecycle
+    from idp.ca.crl import parse_reason
+
+    try:
+        parse_reason(args.reason)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+    def work(session, services):  # type: ignore[no-untyped-def]
+        device = lifecycle.find(session, args.serial)
+        lifecycle.revoke(session, device, reason=args.reason, by="operator")
+        lifecycle.current_crl(session, services.ca)
+        return f"revoked {device.serial} ({args.reason})"
+
+    print(_in_transaction(work))
+
+
+def _parse_serial(text: str) -> int:
+    cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        value = int(cleaned, 16)
+    except ValueError:
+        raise CommandError(f"{text!r} is not a hexadecimal serial number") from None
+    if value <= 0 or len(cleaned) > 40:
+        raise CommandError(f"{text!r} is not a valid certificate serial number")
+    return value
+
+
+def cmd_jpki_link(args: argparse.Namespace) -> None:
+    from idp.proofing.linkage import link_serials
+
+    pairs: list[tuple[int, int]] = []
+    if args.file:
+        try:
+            with open(args.file, newline="", encoding="utf-8") as handle:
+                for number, row in enumerate(csv.reader(handle), start=1):
+                    if not row or row[0].startswith("#") or row[0].strip().lower() == "old":
+                        continue
+                    if len(row) != 2:
+                        raise CommandError(f"{args.file}:{number}: expected two columns old,new")
+                    pairs.append((_parse_serial(row[0]), _parse_serial(row[1])))
+        except OSError as exc:
+            raise CommandError(f"{args.file}: {exc.strerror}") from None
+    elif args.old and args.new:
+        pairs.append((_parse_serial(args.old), _parse_serial(args.new)))
+    else:
+        raise CommandError("give OLD NEW or --file F")
+    print(_in_transaction(lambda session, services: link_serials(session, services, pairs)))
+
+
+def cmd_jpki_refresh_crls(args: argparse.Namespace) -> None:
+    from idp.proofing.linkage import apply_jpki_revocations
+
+    print(_in_transaction(apply_jpki_revocations))
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> None:
+    from idp import audit
+
+    def work(session, services):  # type: ignore[no-untyped-def]
+        broken = audit.verify(session)
+        if broken is not None:
+            raise CommandError(f"audit chain broken at entry {broken.seq}: {broken.reason}")
+        return "audit chain intact"
+
+    print(_in_transaction(work))
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> None:
+    from idp import audit
+    from idp.keystore import KeyStore
+
+    settings = _settings()
+    kids = KeyStore(settings.keys_dir).rotate(grace=args.grace)
+
+    def work(session, services):  # type: ignore[no-untyped-def]
+        audit.record(session, "keys.rotated", kids=kids)
+        return f"published new signing keys {', '.join(kids)}; used after {args.grace} s"
+
+    print(_in_transaction(work))
+
+
+def cmd_policy_show(args: argparse.Namespace) -> None:
+    from idp.policy import load_policy
+
+    print(json.dumps(load_policy(_settings().policy_file).as_dict(), indent=2, ensure_ascii=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="idp", description="JP digital ID OpenID Provider")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("init", help="create keys and database (idempotent)").set_defaults(func=cmd_init)
+    serve = sub.add_parser("serve", help="run the server under gunicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=0)
+    serve.set_defaults(func=cmd_serve)
+
+    ca = sub.add_parser("ca").add_subparsers(dest="ca_command", required=True)
+    revoke = ca.add_parser("revoke", help="revoke a device certificate")
+    revoke.add_argument("serial")
+    revoke.add_argument("--reason", required=True)
+    revoke.set_defaults(func=cmd_ca_revoke)
+
+    jpki = sub.add_parser("jpki").add_subparsers(dest="jpki_command", required=True)
+    link = jpki.add_parser("link", help="record that JPKI serial NEW renews OLD")
+    link.add_argument("old", nargs="?")
+    link.add_argument("new", nargs="?")
+    link.add_argument("--file")
+    link.set_defaults(func=cmd_jpki_link)
+    jpki.add_parser("refresh-crls", help="reload JPKI CRLs and apply revocations").set_defaults(
+        func=cmd_jpki_refresh_crls)
+
+    audit_cmd = sub.add_parser("audit").add_subparsers(dest="audit_command", required=True)
+    audit_cmd.add_parser("verify", help="check the audit hash chain").set_defaults(func=cmd_audit_verify)
+
+    keys = sub.add_parser("keys").add_subparsers(dest="keys_command", required=True)
+    rotate = keys.add_parser("rotate", help="publish new signing keys, use them after a grace period")
+    rotate.add_argument("--grace", type=int, default=24 * 3600)
+    rotate.set_defaults(func=cmd_keys_rotate)
+
+    policy = sub.add_parser("policy").add_subparsers(dest="policy_command", required=True)
+    policy.add_parser("show", help="print the effective category policy").set_defaults(func=cmd_policy_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CommandError, ValueError) as exc:  # SettingsError, LifecycleError, PolicyError are ValueErrors
+        print(f"idp: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # an operator sees one line, never a traceback
+        print(f"idp: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

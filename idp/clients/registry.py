@@ -1,0 +1,313 @@
+"""Registered relying parties: metadata validation (OIDC Registration 1.0 §2, RFC 7591) and the
+authlib client model.
+
+Registration refuses, with ``invalid_redirect_uri`` or ``invalid_client_metadata`` and a
+reason, anything the category policy forbids or the pairwise rules cannot serve:
+several redirect hosts without a ``sector_identifier_uri`` (OIDC Core §8.1), a
+``sector_identifier_uri`` whose list misses a redirect URI, a fragment in a redirect
+URI (RFC 6749 §3.1.2), a ``public`` subject type (every client here is pairwise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from authlib.oauth2.rfc6749 import ClientMixin, list_to_scope, scope_to_list
+from sqlalchemy.orm import Session
+
+from idp.clients.fetch import FetchError, check_url, fetch_json
+from idp.errors import InvalidClientMetadata, InvalidRedirectUri
+from idp.pairwise import redirect_hosts, sector_identifier
+from idp.policy import CATEGORIES, Policy
+from idp.privacy import contains_individual_number
+from idp.settings import LOOPBACK_HOSTS
+from idp.storage.models import Client
+
+SIGNING_ALGS = ("ES256", "RS256")
+REQUEST_OBJECT_ALGS = ("ES256", "RS256", "PS256")
+SCOPES = ("openid", "profile", "address", "email", "phone", "offline_access", "age")
+URI_FIELDS = ("logo_uri", "client_uri", "policy_uri", "tos_uri", "initiate_login_uri")
+STRING_FIELDS = ("client_name", "purpose", "software_id", "software_version")
+MAX_STRING = 300
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class RegisteredClient(ClientMixin):
+    """authlib's view of a client; metadata is the validated registration document."""
+
+    row: Client
+
+    @property
+    def client_id(self) -> str:
+        return self.row.client_id
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return self.row.client_metadata
+
+    @property
+    def category(self) -> str:
+        return self.row.rp_category
+
+    @property
+    def sector(self) -> str:
+        return self.row.sector_identifier
+
+    @property
+    def name(self) -> str:
+        return self.metadata.get("client_name") or self.client_id
+
+    @property
+    def id_token_signed_response_alg(self) -> str:
+        return self.metadata.get("id_token_signed_response_alg", "ES256")
+
+    @property
+    def token_endpoint_auth_method(self) -> str:
+        return self.metadata.get("token_endpoint_auth_method", "client_secret_basic")
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        uris = self.metadata["redirect_uris"]
+        return uris[0] if len(uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str) -> str:
+        if not scope:
+            return ""
+        return list_to_scope([s for s in scope_to_list(scope) if s in SCOPES])
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        """Exact string match, query included (OIDC Core §3.1.2.1, RFC 9700 §4.1.3)."""
+        return redirect_uri in self.metadata["redirect_uris"]
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        stored = self.row.client_secret
+        return bool(stored) and hmac.compare_digest(stored, digest(client_secret))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == self.token_endpoint_auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.metadata.get("grant_types", ["authorization_code"])
+
+
+def validate_metadata(body: Any, *, policy: Policy, allow_http_loopback: bool) -> dict[str, Any]:
+    """The registration request checked and normalised, or a registration error."""
+    if not isinstance(body, dict):
+        raise InvalidClientMetadata("the registration request must be a JSON object")
+    if contains_individual_number(body):
+        raise InvalidClientMetadata("client metadata must not contain an individual number")
+    meta: dict[str, Any] = {}
+    category = body.get("rp_category")
+    if category not in CATEGORIES:
+        raise InvalidClientMetadata(f"rp_category is required and must be one of {', '.join(CATEGORIES)}")
+    meta["rp_category"] = category
+    rules = policy[category]
+
+    application_type = body.get("application_type", "web")
+    if application_type not in ("web", "native"):
+        raise InvalidClientMetadata("application_type must be web or native")
+    meta["application_type"] = application_type
+    meta["redirect_uris"] = _redirect_uris(body.get("redirect_uris"), application_type, allow_http_loopback)
+
+    response_types = body.get("response_types", ["code"])
+    if response_types != ["code"]:
+        raise InvalidClientMetadata("only response_types [\"code\"] is supported")
+    meta["response_types"] = ["code"]
+    grant_types = body.get("grant_types", ["authorization_code"])
+    if (not isinstance(grant_types, list) or "authorization_code" not in grant_types
+            or not set(grant_types) <= {"authorization_code", "refresh_token"}):
+        raise InvalidClientMetadata("grant_types must include authorization_code and may add refresh_token")
+    if "refresh_token" in grant_types and not rules.refresh_tokens:
+        raise InvalidClientMetadata(f"the {category} policy does not allow refresh tokens")
+    meta["grant_types"] = grant_types
+
+    method = body.get("token_endpoint_auth_method", rules.token_endpoint_auth_methods[0]
+                      if "client_secret_basic" not in rules.token_endpoint_auth_methods else "client_secret_basic")
+    if method not in rules.token_endpoint_auth_methods:
+        raise InvalidClientMetadata(
+            f"token_endpoint_auth_method {method!r} is not allowed for the {category} category "
+            f"(allowed: {', '.join(rules.token_endpoint_auth_methods)})")
+    meta["token_endpoint_auth_method"] = method
+
+    _keys(body, meta, allow_http_loopback, method)
+    _algorithms(body, meta)
+    _strings_and_uris(body, meta, allow_http_loopback)
+
+    subject_type = body.get("subject_type", "pairwise")
+    if subject_type != "pairwise":
+        raise InvalidClientMetadata("subject_type must be pairwise: every client of this IdP gets pairwise subjects")
+    meta["subject_type"] = "pairwise"
+
+    sector_uri = body.get("sector_identifier_uri")
+    if sector_uri is not None:
+        meta["sector_identifier_uri"] = _check_sector_identifier_uri(
+            sector_uri, meta["redirect_uris"], allow_http_loopback)
+    elif len(redirect_hosts(meta["redirect_uris"])) > 1:
+        raise InvalidClientMetadata(
+            "redirect_uris name several hosts: register a sector_identifier_uri (OIDC Core §8.1)")
+
+    for key in ("default_max_age",):
+        if key in body:
+            if not isinstance(body[key], int) or isinstance(body[key], bool) or body[key] < 0:
+                raise InvalidClientMetadata(f"{key} must be a non-negative integer")
+            meta[key] = body[key]
+    if "require_auth_time" in body:
+        if not isinstance(body["require_auth_time"], bool):
+            raise InvalidClientMetadata("require_auth_time must be a boolean")
+        meta["require_auth_time"] = body["require_auth_time"]
+    for key in ("default_acr_values", "contacts", "request_uris", "post_logout_redirect_uris"):
+        if key in body:
+            value = body[key]
+            if not isinstance(value, list) or not all(isinstance(v, str) and len(v) <= 2000 for v in value):
+                raise InvalidClientMetadata(f"{key} must be a list of strings")
+            meta[key] = value
+    for uri in meta.get("post_logout_redirect_uris", []):
+        _check_uri("post_logout_redirect_uris", uri, allow_http_loopback)
+    if "backchannel_logout_uri" in body:
+        _check_uri("backchannel_logout_uri", body["backchannel_logout_uri"], allow_http_loopback)
+        meta["backchannel_logout_uri"] = body["backchannel_logout_uri"]
+        meta["backchannel_logout_session_required"] = bool(body.get("backchannel_logout_session_required", False))
+    return meta
+
+
+def _redirect_uris(value: Any, application_type: str, allow_http_loopback: bool) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise InvalidRedirectUri("redirect_uris must be a non-empty list of URIs")
+    for uri in value:
+        parts = urlsplit(uri)
+        if parts.fragment or "#" in uri:
+            raise InvalidRedirectUri(f"redirect URI {uri!r} must not contain a fragment (RFC 6749 §3.1.2)")
+        if not parts.scheme or len(uri) > 2000:
+            raise InvalidRedirectUri(f"redirect URI {uri!r} must be an absolute URI")
+        loopback = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+        if parts.scheme == "https" and parts.hostname:
+            continue
+        if loopback and (allow_http_loopback or application_type == "native"):
+            continue
+        if application_type == "native" and parts.scheme not in ("http", "https", "javascript", "data", "file"):
+            continue  # private-use scheme (RFC 8252 §7.1)
+        raise InvalidRedirectUri(f"redirect URI {uri!r} must use https")
+    return list(dict.fromkeys(value))
+
+
+def _check_uri(field: str, uri: Any, allow_http_loopback: bool) -> None:
+    if not isinstance(uri, str):
+        raise InvalidClientMetadata(f"{field} must be a URI")
+    try:
+        check_url(uri, allow_http_loopback=allow_http_loopback)
+    except FetchError as exc:
+        raise InvalidClientMetadata(f"{field}: {exc}") from None
+
+
+def _keys(body: Mapping[str, Any], meta: dict[str, Any], allow_http_loopback: bool, method: str) -> None:
+    if "jwks" in body and "jwks_uri" in body:
+        raise InvalidClientMetadata("jwks and jwks_uri must not both be present (OIDC Registration §2)")
+    if "jwks" in body:
+        jwks = body["jwks"]
+        if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+            raise InvalidClientMetadata("jwks must be a JWK Set")
+        from joserfc.jwk import KeySet
+
+        try:
+            KeySet.import_key_set(jwks)
+        except Exception as exc:  # joserfc raises several types for bad key material
+            raise InvalidClientMetadata(f"jwks is not a valid JWK Set: {exc}") from None
+        if any("d" in key for key in jwks["keys"] if isinstance(key, dict)):
+            raise InvalidClientMetadata("jwks must contain public keys only")
+        meta["jwks"] = jwks
+    if "jwks_uri" in body:
+        _check_uri("jwks_uri", body["jwks_uri"], allow_http_loopback)
+        meta["jwks_uri"] = body["jwks_uri"]
+    if method == "private_key_jwt" and not ("jwks" in meta or "jwks_uri" in meta):
+        raise InvalidClientMetadata("private_key_jwt needs jwks or jwks_uri")
+
+
+def _algorithms(body: Mapping[str, Any], meta: dict[str, Any]) -> None:
+    for key, allowed in (("id_token_signed_response_alg", SIGNING_ALGS),
+                         ("userinfo_signed_response_alg", SIGNING_ALGS),
+                         ("request_object_signing_alg", REQUEST_OBJECT_ALGS),
+                         ("token_endpoint_auth_signing_alg", REQUEST_OBJECT_ALGS)):
+        if key in body:
+            if body[key] not in allowed:
+                raise InvalidClientMetadata(f"{key} must be one of {', '.join(allowed)}")
+            meta[key] = body[key]
+    for key in ("id_token_encrypted_response_alg", "userinfo_encrypted_response_alg",
+                "request_object_encryption_alg"):
+        if key in body:
+            raise InvalidClientMetadata(f"{key}: encryption is not supported")
+
+
+def _strings_and_uris(body: Mapping[str, Any], meta: dict[str, Any], allow_http_loopback: bool) -> None:
+    for key, value in body.items():
+        base = key.split("#", 1)[0]
+        if base in STRING_FIELDS:
+            if not isinstance(value, str) or len(value) > MAX_STRING:
+                raise InvalidClientMetadata(f"{key} must be a string of at most {MAX_STRING} characters")
+            meta[key] = value
+        elif base in URI_FIELDS:
+            _check_uri(key, value, allow_http_loopback)
+            meta[key] = value
+
+
+def _check_sector_identifier_uri(uri: Any, redirect_uris: list[str], allow_http_loopback: bool) -> str:
+    """OIDC Registration §5: the document is a JSON array listing every redirect URI."""
+    if not isinstance(uri, str):
+        raise InvalidClientMetadata("sector_identifier_uri must be a URI")
+    try:
+        listed = fetch_json(uri, allow_http_loopback=allow_http_loopback)
+    except FetchError as exc:
+        raise InvalidClientMetadata(f"sector_identifier_uri: {exc}") from None
+    if not isinstance(listed, list) or not all(isinstance(v, str) for v in listed):
+        raise InvalidClientMetadata("sector_identifier_uri must return a JSON array of redirect URIs")
+    missing = [u for u in redirect_uris if u not in listed]
+    if missing:
+        raise InvalidClientMetadata(f"sector_identifier_uri does not list redirect URI {missing[0]!r}")
+    return uri
+
+
+def create_client(session: Session, meta: dict[str, Any]) -> tuple[Client, dict[str, str]]:
+    """Store a validated client; returns the row and the one-time secrets to hand back."""
+    client_id = secrets.token_urlsafe(18)
+    issued: dict[str, str] = {"registration_access_token": secrets.token_urlsafe(32)}
+    secret_hash = None
+    if meta["token_endpoint_auth_method"] in ("client_secret_basic", "client_secret_post"):
+        issued["client_secret"] = secrets.token_urlsafe(32)
+        secret_hash = digest(issued["client_secret"])
+    row = Client(
+        client_id=client_id,
+        client_secret=secret_hash,
+        client_id_issued_at=int(time.time()),
+        rp_category=meta["rp_category"],
+        sector_identifier=sector_identifier(redirect_uris=meta["redirect_uris"],
+                                            sector_identifier_uri=meta.get("sector_identifier_uri")),
+        registration_access_token_hash=digest(issued["registration_access_token"]),
+        client_metadata=meta,
+    )
+    session.add(row)
+    session.flush()
+    return row, issued
+
+
+def client_information(row: Client, registration_client_uri: str) -> dict[str, Any]:
+    """RFC 7591 §3.2.1 / RFC 7592 §3: the metadata as registered, never the stored secret hash."""
+    info = dict(row.client_metadata)
+    info.update(client_id=row.client_id, client_id_issued_at=row.client_id_issued_at,
+                registration_client_uri=registration_client_uri)
+    if row.client_secret:
+        info["client_secret_expires_at"] = 0
+    return info

@@ -1,0 +1,70 @@
+"""Consent records and the disclosure log (PROTOCOL §4.6, §6).
+
+A remembered consent answers a later request silently only when it covers the same
+(or a larger) set of claims, the same purpose and the same policy version; anything
+else asks the person again. Withdrawal stops silent logins and revokes that RP's
+refresh tokens at once.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from idp import audit
+from idp.storage.models import Consent, Disclosure, Token, utcnow
+
+
+def find_consent(session: Session, account_id: str, client_id: str) -> Consent | None:
+    return session.scalars(
+        select(Consent).where(Consent.account_id == account_id, Consent.client_id == client_id)
+    ).first()
+
+
+def consent_active(session: Session, account_id: str, client_id: str) -> bool:
+    consent = find_consent(session, account_id, client_id)
+    return consent is not None and consent.withdrawn_at is None
+
+
+def consent_covers(consent: Consent | None, *, claims: Iterable[str], scopes: Iterable[str],
+                   purpose: str, policy_version: str) -> bool:
+    if consent is None or consent.withdrawn_at is not None:
+        return False
+    return (set(claims) <= set(consent.claims) and set(scopes) <= set(consent.scopes)
+            and consent.purpose == purpose and consent.policy_version == policy_version)
+
+
+def grant_consent(session: Session, *, account_id: str, client_id: str, claims: Iterable[str],
+                  scopes: Iterable[str], purpose: str, policy_version: str, remember: bool) -> None:
+    """Record the decision; ``remember=False`` keeps a record but lets no later login skip the page."""
+    consent = find_consent(session, account_id, client_id)
+    if consent is None:
+        consent = Consent(account_id=account_id, client_id=client_id)
+        session.add(consent)
+    consent.claims = sorted(set(claims))
+    consent.scopes = sorted(set(scopes))
+    consent.purpose = purpose
+    consent.policy_version = policy_version if remember else ""
+    consent.granted_at = utcnow()
+    consent.withdrawn_at = None
+    session.flush()
+    audit.record(session, "consent.granted", account=account_id, client=client_id,
+                 claims=consent.claims, remembered=remember)
+
+
+def withdraw_consent(session: Session, account_id: str, client_id: str) -> bool:
+    consent = find_consent(session, account_id, client_id)
+    if consent is None or consent.withdrawn_at is not None:
+        return False
+    consent.withdrawn_at = utcnow()
+    session.execute(update(Token).where(Token.account_id == account_id, Token.client_id == client_id)
+                    .values(revoked=True))
+    audit.record(session, "consent.withdrawn", account=account_id, client=client_id)
+    return True
+
+
+def record_disclosure(session: Session, account_id: str, client_id: str, claims: list[str], channel: str) -> None:
+    if claims:
+        session.add(Disclosure(account_id=account_id, client_id=client_id, claims=claims, channel=channel))

@@ -1,0 +1,135 @@
+"""The per-process services an app instance runs on, built once at start-up.
+
+Everything expensive (keys, CA, JPKI trust anchors and CRLs, policy) is parsed here
+once, not per request; endpoints reach it through :func:`services`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from flask import current_app
+
+from idp.ca.authority import CertificateAuthority
+from idp.keystore import KeyStore, write_private
+from idp.policy import Policy, load_policy
+from idp.proofing.jpki import JpkiTrustStore
+from idp.settings import Settings
+from idp.storage.db import Database
+
+ATTESTATION_FORMATS = ("packed", "tpm", "android-key", "android-safetynet", "apple", "fido-u2f")
+CA_NAME = "JP Digital ID Trust Service CA"
+CA_ORGANIZATION = "JP Digital ID Trust Service"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    keystore: KeyStore
+    policy: Policy
+    ca: CertificateAuthority
+    jpki: JpkiTrustStore
+    pairwise_salt: bytes
+    jpki_link_key: bytes
+    secret_key: str
+    attestation_roots: dict[str, list[bytes]] | None
+
+
+def services() -> Services:
+    return current_app.extensions["idp"]
+
+
+def _secret_file(path: Path, create: bool, size: int = 32) -> bytes:
+    if not path.exists():
+        if not create:
+            raise FileNotFoundError(f"{path} is missing: run `idp init`")
+        write_private(path, secrets.token_bytes(size))
+    data = path.read_bytes()
+    if len(data) < 32:
+        raise ValueError(f"{path} is too short to be a secret")
+    return data
+
+
+def initialise(settings: Settings) -> list[str]:
+    """Create what an empty deployment needs (idempotent); returns what was created."""
+    created: list[str] = []
+    keys = settings.keys_dir
+    keys.mkdir(parents=True, exist_ok=True)
+    if KeyStore(keys).initialise():
+        created.append("ID token signing keys (ES256, RS256)")
+    for name in ("pairwise.salt", "jpki-link.key", "session.secret"):
+        if not (keys / name).exists():
+            _secret_file(keys / name, create=True)
+            created.append(name)
+    if not (keys / "ca" / "ca.cert.pem").exists():
+        CertificateAuthority.create(CA_NAME, CA_ORGANIZATION).save(keys / "ca")
+        created.append("trust-service CA key and certificate")
+    if settings.development:
+        created.extend(_development_jpki(settings))
+    Database(settings.database_url).upgrade()
+    created.append("database schema (alembic head)")
+    return created
+
+
+def _development_jpki(settings: Settings) -> list[str]:
+    """A clearly marked TEST JPKI CA for the demo: its root becomes a trust anchor in dev only."""
+    from idp.proofing.demo_card import TestJpkiCA
+
+    folder = settings.keys_dir / "jpki-test"
+    if (folder / "ca.pem").exists():
+        return []
+    ca = TestJpkiCA.create()
+    ca.save(folder)
+    anchors = settings.jpki_trust_anchors
+    target = anchors / "test-jpki-root.pem" if anchors.suffix != ".pem" else anchors
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    target.write_bytes(ca.certificate.public_bytes(Encoding.PEM))
+    return ["TEST JPKI CA for the development demo (trusted in development only)"]
+
+
+def load_services(settings: Settings) -> Services:
+    keys = settings.keys_dir
+    secret = settings.secret_key or _secret_file(keys / "session.secret", create=False).hex()
+    if not settings.development and len(secret) < 32:
+        raise ValueError("IDP_SECRET_KEY must be at least 32 characters")
+    keystore = KeyStore(keys)
+    keystore.public_jwks()  # validates the key material once, at start
+    return Services(
+        settings=settings,
+        db=Database(settings.database_url),
+        keystore=keystore,
+        policy=load_policy(settings.policy_file),
+        ca=CertificateAuthority.load(keys / "ca"),
+        jpki=JpkiTrustStore.from_paths(
+            settings.jpki_trust_anchors if settings.jpki_trust_anchors.exists() else None,
+            settings.jpki_crls,
+        ),
+        pairwise_salt=_secret_file(keys / "pairwise.salt", create=False),
+        jpki_link_key=_secret_file(keys / "jpki-link.key", create=False),
+        secret_key=secret,
+        attestation_roots=load_attestation_roots(settings.attestation_roots),
+    )
+
+
+def load_attestation_roots(path: Path | None) -> dict[str, list[bytes]] | None:
+    """PEM roots for every attestation format (WebAuthn L3 §8); None: attestation not verified."""
+    if path is None:
+        return None
+    files = sorted(path.glob("*.pem")) if path.is_dir() else [path]
+    pems: list[bytes] = []
+    for file in files:
+        data = file.read_bytes()
+        for block in data.split(b"-----END CERTIFICATE-----"):
+            if b"-----BEGIN CERTIFICATE-----" in block:
+                pem = block[block.index(b"-----BEGIN CERTIFICATE-----"):] + b"-----END CERTIFICATE-----\n"
+                x509.load_pem_x509_certificate(pem)  # refuse to start on a broken root
+                pems.append(pem)
+    if not pems:
+        raise ValueError(f"IDP_ATTESTATION_ROOTS {path}: no PEM certificates found")
+    return {fmt: pems for fmt in ATTESTATION_FORMATS}

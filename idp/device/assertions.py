@@ -1,0 +1,136 @@
+"""Checking a device-key assertion against its certificate: the one gate to every login.
+
+Shared by activation (PROTOCOL §3 step 4) and login (§4 step 4). Beyond the WebAuthn
+checks (:mod:`idp.device.webauthn`), the certificate must be in the right state and
+unexpired, the credential must not be locked, and the outcome is recorded:
+- a sign-counter regression means a cloned key (WebAuthn L3 §6.1.1): the login is refused,
+  the certificate suspended (certificateHold) and the event audited; only a fresh JPKI
+  proof re-activates it;
+- consecutive failures lock the credential for a growing period (PROTOCOL §6), capped
+  at a day, with the time it ends in the error.
+Those side effects are committed even though the request fails (``commit_despite_error``).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from flask import g
+from sqlalchemy import select
+
+from idp import audit
+from idp.ca.lifecycle import suspend
+from idp.context import services
+from idp.device import webauthn
+from idp.errors import InvalidRequest, Locked, ProtocolError
+from idp.oidc.session import current_db
+from idp.storage.models import DeviceCertificate, utcnow
+from idp.web.base64 import b64url_decode
+
+FAILURES_BEFORE_LOCK = 5
+FIRST_LOCK = timedelta(minutes=1)
+MAX_LOCK = timedelta(hours=24)
+
+
+class AssertionRefused(ProtocolError):
+    error = "invalid_assertion"
+
+
+def lock_period(lock_count: int) -> timedelta:
+    """1, 4, 16, 64… minutes, never more than a day."""
+    return min(FIRST_LOCK * (4 ** lock_count), MAX_LOCK)
+
+
+def find_device(credential: Any) -> DeviceCertificate:
+    if not isinstance(credential, Mapping):
+        raise InvalidRequest("credential must be a PublicKeyCredential object")
+    try:
+        credential_id = webauthn.credential_id_from(credential)
+    except webauthn.WebAuthnError as exc:
+        raise InvalidRequest(exc.description) from None
+    device = currentcurrent_db().scalars(
+        select(DeviceCertificate).where(DeviceCertificate.credential_id == credential_id).with_for_update()
+    ).first()
+    if device is None:
+        raise AssertionRefused("unknown credential", error="unknown_credential")
+    return device
+
+
+def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, Any], *, challenge: bytes,
+                            expected_state: str, event: str) -> webauthn.VerifiedAssertion:
+    """Verify, update the counter and audit; raise a protocol error when refused."""
+    now = utcnow()
+    if device.locked_until is not None and device.locked_until > now:
+        until = device.locked_until.isoformat().replace("+00:00", "Z")
+        raise Locked(f"this credential is locked after repeated failures until {until}",
+                     headers={"Retry-After": str(int((device.locked_until - now).total_seconds()) + 1)})
+    _check_state(device, expected_state)
+    settings = services().settings
+    try:
+        result = webauthn.verify_assertion(
+            credential=credential, expected_challenge=challenge, expected_origins=settings.webauthn_origins,
+            expected_rp_id=settings.rp_id, credential_public_key_cose=device.public_key_cose,
+            current_sign_count=device.sign_count, require_user_verification=True)
+        _check_user_handle(device, credential)
+    except webauthn.WebAuthnError as exc:
+        g.commit_despite_error = True
+        if exc.code == "counter_regression":
+            _suspend_clone(device)
+            raise AssertionRefused("the signature counter went backwards: this key may be cloned; "
+                                   "the certificate is suspended until the person proves again",
+                                   error="counter_regression") from None
+        _count_failure(device, exc.code)
+        raise AssertionRefused(exc.description, error=exc.code) from None
+    device.sign_count = result.new_sign_count
+    device.failed_attempts = 0
+    device.lock_count = 0
+    device.last_used_at = now
+    audit.record(currentcurrent_db(), event, serial=device.serial, account=device.account_id)
+    return result
+
+
+def _check_user_handle(device: DeviceCertificate, credential: Mapping[str, Any]) -> None:
+    """WebAuthn L3 §7.2 step 6: a returned userHandle must be the one this credential was made for."""
+    handle = (credential.get("response") or {}).get("userHandle")
+    if handle in (None, ""):
+        return
+    try:
+        value = b64url_decode(handle)
+    except ValueError:
+        raise webauthn.WebAuthnError("malformed", "userHandle is not base64url") from None
+    if not hmac.compare_digest(value, device.user_handle):
+        raise webauthn.WebAuthnError("user_handle_mismatch", "userHandle does not belong to this credential")
+
+
+def _check_state(device: DeviceCertificate, expected_state: str) -> None:
+    if device.not_after <= utcnow():
+        raise AssertionRefused("the device certificate has expired", error="certificate_expired")
+    if device.state == expected_state:
+        return
+    messages = {
+        "pending": ("the device certificate is not activated yet", "certificate_pending"),
+        "active": ("the device certificate is already active", "certificate_active"),
+        "revoked": ("the device certificate is revoked", "certificate_revoked"),
+        "suspended": ("the device certificate is suspended; prove your identity again", "certificate_suspended"),
+    }
+    text, code = messages.get(device.state, ("the device certificate cannot be used", "certificate_unusable"))
+    raise AssertionRefused(text, error=code)
+
+
+def _suspend_clone(device: DeviceCertificate) -> None:
+    suspend(current_db(), device, reason="certificateHold", event="device.clone_suspected")
+
+
+def _count_failure(device: DeviceCertificate, code: str) -> None:
+    device.failed_attempts += 1
+    audit.record(current_db(), "login.failure", serial=device.serial, reason=code, attempt=device.failed_attempts)
+    if device.failed_attempts >= FAILURES_BEFORE_LOCK:
+        device.locked_until = utcnow() + lock_period(device.lock_count)
+        device.lock_count += 1
+        device.failed_attempts = 0
+        audit.record(current_db(), "device.locked", serial=device.serial,
+                     until=device.locked_until.isoformat())
+

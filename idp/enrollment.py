@@ -1,0 +1,224 @@
+"""Enrolment with the trust service (PROTOCOL §3): begin → finish (pending) → activate.
+
+``finish`` binds three things with one card signature: the person (JPKI signing
+certificate, verified to ``IDP_JPKI_TRUST_ANCHORS``), this server challenge and this
+device key (SHA-256 of its SPKI). Only then is the device key certified, and only as
+``pending``: ``activate`` requires a signature by that very key over a fresh challenge
+within the activation window, so a certificate is never usable by someone who merely
+relayed the enrolment.
+
+The same person is recognised by a keyed digest of the card certificate's issuer and
+serial (never the serial itself, never the individual number). A renewed card joins its
+account through a device-key co-signature or an operator's linkage import (``idp jpki
+link``); otherwise a new account is created and the person is told why.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from idp import audit
+from idp.ca import lifecycle
+from idp.context import services
+from idp.device import webauthn
+from idp.device.assertions import find_device, verify_device_assertion
+from idp.errors import InvalidRequest, NotFound, ProtocolError
+from idp.oidc.session import current_db
+from idp.proofing.jpki import JpkiError, VerifiedJpki, binding_message, verify_binding_signature
+from idp.proofing.linkage import serial_digest
+from idp.storage.models import Account, DeviceCertificate, Enrollment, JpkiBinding, JpkiLink, utcnow
+from idp.web.base64 import b64_decode, json_body, string_field
+
+ENROLLMENT_LIFETIME = timedelta(seconds=300)
+ACTIVATION_LIFETIME = timedelta(seconds=600)
+MAX_CHAIN = 4
+
+bp = Blueprint("enroll", __name__)
+
+
+class EnrollmentRefused(ProtocolError):
+    error = "enrollment_refused"
+
+
+@bp.post("/enroll/begin")
+def begin() -> ResponseReturnValue:
+    settings = services().settings
+    enrollment = Enrollment(id=secrets.token_urlsafe(24), challenge=secrets.token_bytes(32),
+                            user_handle=secrets.token_bytes(32), expires_at=utcnow() + ENROLLMENT_LIFETIME)
+    current_db().add(enrollment)
+    options = webauthn.creation_options(
+        rp_id=settings.rp_id, rp_name="JP Digital ID", user_handle=enrollment.user_handle,
+        user_name=f"device-{enrollment.id[:8]}", user_display_name="JP Digital ID",
+        challenge=enrollment.challenge)
+    return jsonify({"enrollment_id": enrollment.id, "publicKey": options,
+                    "expires_in": int(ENROLLMENT_LIFETIME.total_seconds())})
+
+
+def _open_enrollment(body: dict[str, Any], state: str) -> Enrollment:
+    enrollment_id = string_field(body, "enrollment_id", max_length=64)
+    enrollment = current_db().get(Enrollment, enrollment_id, with_for_update=True)
+    if enrollment is None:
+        raise NotFound("unknown enrollment_id", error="invalid_request")
+    if enrollment.state != state:
+        raise InvalidRequest(f"this enrolment is {enrollment.state}, not {state}")
+    return enrollment
+
+
+@bp.post("/enroll/finish")
+def finish() -> ResponseReturnValue:
+    svc = services()
+    body = json_body()
+    enrollment = _open_enrollment(body, "begun")
+    if enrollment.expires_at <= utcnow():
+        raise InvalidRequest("the enrolment challenge has expired; begin again", error="expired")
+    credential = body.get("credential")
+    jpki = body.get("jpki")
+    if not isinstance(credential, dict) or not isinstance(jpki, dict):
+        raise InvalidRequest("credential and jpki must be JSON objects")
+    try:
+        registered = webauthn.verify_registration(
+            credential=credential, expected_challenge=enrollment.challenge,
+            expected_origins=svc.settings.webauthn_origins, expected_rp_id=svc.settings.rp_id,
+            allow_synced=svc.settings.allow_synced_keys, attestation_roots=_attestation_roots())
+    except webauthn.WebAuthnError as exc:
+        raise EnrollmentRefused(exc.description, error=exc.code) from None
+    verified = _verify_jpki(jpki, enrollment.challenge, registered.spki_der)
+    session = current_db()
+    if session.scalars(select(DeviceCertificate.serial).where(
+            DeviceCertificate.credential_id == registered.credential_id)).first():
+        raise EnrollmentRefused("this device key is already enrolled", error="already_enrolled")
+    account, binding, is_new = _account_for(verified, body.get("renewal"), enrollment.challenge)
+    device = lifecycle.issue(session, ca=svc.ca, settings=svc.settings, account_id=account.id,
+                             credential=registered, user_handle=enrollment.user_handle,
+                             jpki_not_after=verified.not_after, jpki_binding_id=binding.id)
+    enrollment.state = "finished"
+    enrollment.device_serial = device.serial
+    enrollment.activation_challenge = secrets.token_bytes(32)
+    enrollment.activation_expires_at = utcnow() + ACTIVATION_LIFETIME
+    options = webauthn.request_options(rp_id=svc.settings.rp_id, challenge=enrollment.activation_challenge,
+                                       allow_credentials=[registered.credential_id])
+    response = jsonify({
+        "status": "pending",
+        "certificate": _b64(device.certificate_der),
+        "ca_chain": [_b64(svc.ca.certificate_der)],
+        "activation": {"publicKey": options},
+        "expires_in": int(ACTIVATION_LIFETIME.total_seconds()),
+        "account_status": "new" if is_new else "existing",
+    })
+    response.status_code = 201
+    return response
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _attestation_roots() -> dict[str, list[bytes]] | None:
+    return services().attestation_roots
+
+
+def _verify_jpki(jpki: dict[str, Any], challenge: bytes, spki_der: bytes) -> VerifiedJpki:
+    certificate = b64_decode(jpki.get("certificate"), "jpki.certificate")
+    chain = jpki.get("chain", [])
+    if not isinstance(chain, list) or len(chain) > MAX_CHAIN:
+        raise InvalidRequest(f"jpki.chain must be a list of at most {MAX_CHAIN} certificates")
+    chain_der = [b64_decode(item, "jpki.chain[]") for item in chain]
+    signature = b64_decode(jpki.get("signature"), "jpki.signature", max_bytes=1024)
+    try:
+        verified = services().jpki.verify(certificate, chain_der)
+        verify_binding_signature(verified, binding_message(challenge, spki_der), signature)
+    except JpkiError as exc:
+        raise EnrollmentRefused(f"JPKI: {exc.description}", error=f"jpki_{exc.code}") from None
+    return verified
+
+
+def _account_for(verified: VerifiedJpki, renewal: Any, challenge: bytes) -> tuple[Account, JpkiBinding, bool]:
+    """The person's account: same card, a linked renewal, a co-signed renewal, or a new one."""
+    session = current_db()
+    digest = serial_digest(services().jpki_link_key, verified.serial_number)
+    binding = session.scalars(select(JpkiBinding).where(JpkiBinding.jpki_serial_digest == digest)).first()
+    account: Account | None = session.get(Account, binding.account_id) if binding else None
+    cosigned = _cosigned_account(renewal, challenge)
+    if account is not None and cosigned is not None and cosigned.id != account.id:
+        raise EnrollmentRefused("this card certificate already belongs to another account", error="account_conflict")
+    if account is None:
+        account = _linked_account(digest) or cosigned
+    now = utcnow()
+    attrs = verified.attributes
+    is_new = account is None
+    if account is None:
+        account = Account(id="acct-" + secrets.token_hex(16), verified_at=now, name="", gender="3",
+                          date_of_birth="0", address="")
+        session.add(account)
+        audit.record(session, "account.created", account=account.id)
+    account.name, account.name_substitution = attrs.name, attrs.name_substitution
+    account.gender, account.date_of_birth = attrs.gender, attrs.date_of_birth
+    account.address, account.address_substitution = attrs.address, attrs.address_substitution
+    account.verified_at, account.attributes_current = now, True
+    if binding is None:
+        binding = JpkiBinding(account_id=account.id, jpki_serial_digest=digest, not_after=verified.not_after)
+        session.add(binding)
+    binding.verified_at = now
+    session.flush()
+    _reinstate_suspended(account)
+    audit.record(session, "identity.proven", account=account.id, binding=binding.id)
+    return account, binding, is_new
+
+
+def _linked_account(digest: str) -> Account | None:
+    session = current_db()
+    link = session.get(JpkiLink, digest)
+    if link is None:
+        return None
+    old = session.scalars(select(JpkiBinding).where(JpkiBinding.jpki_serial_digest == link.old_serial_digest)).first()
+    return session.get(Account, old.account_id) if old else None
+
+
+def _cosigned_account(renewal: Any, challenge: bytes) -> Account | None:
+    """A renewed card joins the account whose active device key also signed this enrolment's
+    challenge (PROTOCOL §3): ``"renewal": {"credential": <assertion over the same challenge>}``."""
+    if renewal is None:
+        return None
+    if not isinstance(renewal, dict) or not isinstance(renewal.get("credential"), dict):
+        raise InvalidRequest('renewal must be {"credential": <assertion>}')
+    device = find_device(renewal["credential"])
+    verify_device_assertion(device, renewal["credential"], challenge=challenge, expected_state="active",
+                            event="identity.renewal_cosigned")
+    return current_db().get(Account, device.account_id)
+
+
+def _reinstate_suspended(account: Account) -> None:
+    """A fresh JPKI proof lifts clone or card-revocation holds (certificateHold) on this account."""
+    for device in account.devices:
+        if device.state == lifecycle.SUSPENDED:
+            device.state = "active"
+            device.revoked_at = None
+            device.revocation_reason = None
+            device.sign_count = 0
+            audit.record(current_db(), "certificate.reinstated", serial=device.serial, account=account.id)
+
+
+@bp.post("/enroll/activate")
+def activate() -> ResponseReturnValue:
+    body = json_body()
+    enrollment = _open_enrollment(body, "finished")
+    if enrollment.activation_expires_at is None or enrollment.activation_expires_at <= utcnow():
+        raise InvalidRequest("the activation window has closed; this certificate can never be activated",
+                             error="expired")
+    credential = body.get("credential")
+    device = find_device(credential)
+    if device.serial != enrollment.device_serial:
+        raise ProtocolError("only the certified key can activate its certificate", error="wrong_key")
+    verify_device_assertion(device, credential, challenge=enrollment.activation_challenge,
+                            expected_state="pending", event="certificate.activation_signed")
+    lifecycle.activate(current_db(), device)
+    enrollment.state = "activated"
+    return jsonify({"status": "active", "serial": device.serial})
+

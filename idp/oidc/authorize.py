@@ -1,0 +1,338 @@
+"""The authorization endpoint (OIDC Core §3.1.2): validate, then answer, log in, or ask consent.
+
+Order of work, each step a small function:
+1. merge a pushed request (RFC 9126 §4) into the parameters;
+2. authlib validates client, redirect URI, response type, scope, PKCE and prompt syntax;
+   an untrusted client or redirect URI gets an error *page*, never a redirect
+   (RFC 6749 §4.1.2.1);
+3. our own checks, in a fixed order (:data:`CHECKS`), each raising a redirectable error;
+4. decide: a valid session and remembered consent answer at once; ``prompt=none``
+   without them answers ``login_required`` / ``consent_required``; otherwise a
+   transaction is opened and the browser goes to ``/login`` or ``/consent``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, Mapping
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749 import OAuth2Request, scope_to_list
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from flask import Response, redirect, request
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from idp.clients.registry import RegisteredClient
+from idp.consent import consent_covers, find_consent
+from idp.context import services
+from idp.errors import UnsafeAuthorizationRequest
+from idp.oidc import claims as claims_mod
+from idp.oidc.par import PUSHED_MARK, take_pushed_request
+from idp.oidc.server import AuthorizedUser
+from idp.oidc.session import current_db
+from idp.privacy import contains_individual_number
+from idp.storage.models import AuthorizationTransaction, utcnow
+from idp.web import browser
+
+TRANSACTION_LIFETIME = timedelta(minutes=10)
+PROMPTS = frozenset({"none", "login", "consent", "select_account"})
+MAX_PARAM_LENGTH = 4096
+
+
+class AuthorizationError(Exception):
+    """A redirectable authorization error (OIDC Core §3.1.2.6)."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+@dataclass
+class Checked:
+    """The validated request, the client, and what our checks learned about it."""
+
+    params: dict[str, Any]
+    client: RegisteredClient
+    redirect_uri: str
+    grant: Any
+    claims_request: dict[str, Any] | None = None
+    max_age: int | None = None
+    prompts: frozenset[str] = frozenset()
+    hint_sub: str | None = None
+    pushed: bool = False
+
+
+class AuthorizationServerRequest(OAuth2Request):
+    """authlib's request built from already-collected parameters (query, form or stored)."""
+
+    def __init__(self, params: Mapping[str, Any], datalist: Mapping[str, list[Any]] | None = None) -> None:
+        super().__init__("GET", services().settings.url("/authorize"))
+        self.payload = BasicOAuth2Payload(dict(params))
+        if datalist is not None:
+            self.payload._datalist = dict(datalist)
+
+    @property
+    def args(self) -> Mapping[str, Any]:
+        return self.payload.data
+
+
+def error_redirect(redirect_uri: str, error: str, description: str, state: str | None) -> Response:
+    params = [("error", error), ("error_description", description)]
+    if state:
+        params.append(("state", state))
+    params.append(("iss", services().settings.issuer))
+    return redirect(add_params_to_uri(redirect_uri, params), code=302)
+
+
+def collect_params() -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    source = request.form if request.method == "POST" else request.args
+    datalist = {key: source.getlist(key) for key in source}
+    params = {key: values[0] for key, values in datalist.items()}
+    for key, value in params.items():
+        if len(value) > MAX_PARAM_LENGTH and key not in ("request", "claims", "id_token_hint"):
+            raise UnsafeAuthorizationRequest(f"parameter {key} is too long")
+    return params, datalist
+
+
+def validate(params: dict[str, Any], datalist: Mapping[str, list[Any]] | None, end_user: Any,
+             *, pushed: bool = False) -> Checked:
+    """Steps 2–3; raises UnsafeAuthorizationRequest or RedirectableError."""
+    server = services_server()
+    oauth_request = AuthorizationServerRequest(params, datalist)
+    try:
+        grant = server.get_consent_grant(request=oauth_request, end_user=end_user)
+    except OAuth2Error as exc:
+        if getattr(exc, "redirect_uri", None):
+            raise RedirectableError(exc.redirect_uri, exc.error, exc.get_error_description() or exc.error,
+                                    params.get("state")) from None
+        raise UnsafeAuthorizationRequest(exc.description or exc.error) from None
+    client: RegisteredClient = grant.client
+    redirect_uri = grant.redirect_uri or params.get("redirect_uri") or client.get_default_redirect_uri()
+    checked = Checked(params=params, client=client, redirect_uri=redirect_uri, grant=grant, pushed=pushed)
+    try:
+        for check in CHECKS:
+            check(checked)
+    except AuthorizationError as exc:
+        raise RedirectableError(redirect_uri, exc.error, exc.description, params.get("state")) from None
+    return checked
+
+
+class RedirectableError(Exception):
+    def __init__(self, redirect_uri: str, error: str, description: str, state: str | None) -> None:
+        super().__init__(description)
+        self.redirect_uri, self.error, self.description, self.state = redirect_uri, error, description, state
+
+    def response(self) -> Response:
+        return error_redirect(self.redirect_uri, self.error, self.description, self.state)
+
+
+def services_server():  # type: ignore[no-untyped-def]
+    from flask import current_app
+
+    return current_app.extensions["idp.oauth"]
+
+
+# ---- the checks, in order ----
+
+def check_response_mode(c: Checked) -> None:
+    mode = c.params.get("response_mode")
+    if mode not in (None, "", "query"):
+        raise AuthorizationError("invalid_request", "response_mode must be query")
+
+
+def check_request_object(c: Checked) -> None:
+    """Request objects by value or reference are not processed (OIDC Core §6.1, §6.2)."""
+    if "request" in c.params:
+        raise AuthorizationError("request_not_supported", "the request parameter is not supported")
+    if "request_uri" in c.params:
+        raise AuthorizationError("request_uri_not_supported", "request_uri is supported for pushed requests only")
+
+
+def check_openid_scope(c: Checked) -> None:
+    if "openid" not in (scope_to_list(c.params.get("scope") or "") or []):
+        raise AuthorizationError("invalid_scope", "the openid scope is required")
+
+
+def check_pkce(c: Checked) -> None:
+    """PKCE S256 for every client (PROTOCOL §6, RFC 9700 §2.1.1); ``plain`` is refused."""
+    if not c.params.get("code_challenge"):
+        raise AuthorizationError("invalid_request", "code_challenge is required (PKCE S256)")
+    if c.params.get("code_challenge_method") != "S256":
+        raise AuthorizationError("invalid_request", "code_challenge_method must be S256")
+
+
+def check_prompt(c: Checked) -> None:
+    prompts = frozenset((c.params.get("prompt") or "").split())
+    if not prompts <= PROMPTS:
+        raise AuthorizationError("invalid_request", "unknown prompt value")
+    c.prompts = prompts
+
+
+def check_max_age(c: Checked) -> None:
+    """OIDC Core §3.1.2.1: max_age in seconds; the client's default_max_age applies otherwise."""
+    raw = c.params.get("max_age")
+    if raw in (None, ""):
+        c.max_age = c.client.metadata.get("default_max_age")
+        return
+    if not str(raw).isdigit() or len(str(raw)) > 10:
+        raise AuthorizationError("invalid_request", "max_age must be a non-negative integer")
+    c.max_age = int(raw)
+
+
+def check_claims_parameter(c: Checked) -> None:
+    try:
+        c.claims_request = claims_mod.parse_claims_parameter(c.params.get("claims"))
+    except claims_mod.ClaimsRequestError as exc:
+        raise AuthorizationError("invalid_request", str(exc)) from None
+
+
+def check_no_individual_number(c: Checked) -> None:
+    """The individual number is never accepted, in a hint or anywhere else (PROTOCOL §3)."""
+    if contains_individual_number({k: v for k, v in c.params.items() if k != "request"}):
+        raise AuthorizationError("invalid_request", "requests must not carry an individual number")
+
+
+def check_id_token_hint(c: Checked) -> None:
+    """OIDC Core §3.1.2.1: a hint we issued to this client; its ``sub`` must match the session."""
+    hint = c.params.get("id_token_hint")
+    if not hint:
+        return
+    try:
+        token = jwt.decode(hint, services().keystore.verification_keys(), algorithms=["ES256", "RS256"])
+    except (JoseError, ValueError):
+        raise AuthorizationError("invalid_request", "id_token_hint is not an ID token issued here") from None
+    aud = token.claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    if token.claims.get("iss") != services().settings.issuer or c.client.client_id not in audiences:
+        raise AuthorizationError("invalid_request", "id_token_hint was not issued to this client")
+    c.hint_sub = token.claims.get("sub")
+
+
+def check_policy(c: Checked) -> None:
+    """Category rules at authorization (PROTOCOL §5): pushed requests where the policy says."""
+    rules = services().policy[c.client.category]
+    if rules.require_par and not c.pushed:
+        raise AuthorizationError("invalid_request",
+                                 f"{c.client.category} clients must use pushed authorization requests (RFC 9126)")
+    purpose = c.params.get("purpose")
+    if purpose is not None and not 3 <= len(purpose) <= 300:
+        raise AuthorizationError("invalid_request", "purpose must be 3 to 300 characters")
+
+
+CHECKS: tuple[Callable[[Checked], None], ...] = (
+    check_response_mode,
+    check_request_object,
+    check_openid_scope,
+    check_pkce,
+    check_prompt,
+    check_max_age,
+    check_claims_parameter,
+    check_no_individual_number,
+    check_id_token_hint,
+    check_policy,
+)
+
+
+# ---- the decision ----
+
+def release_for(c_params: Mapping[str, Any], client: RegisteredClient,
+                claims_request: Mapping[str, Any] | None) -> claims_mod.Release:
+    return claims_mod.plan_release(c_params.get("scope") or "", claims_request, services().policy[client.category])
+
+
+def purpose_for(params: Mapping[str, Any], client: RegisteredClient) -> str:
+    return params.get("purpose") or client.metadata.get("purpose") or ""
+
+
+def consent_answers(account_id: str, params: Mapping[str, Any], client: RegisteredClient,
+                    claims_request: Mapping[str, Any] | None) -> bool:
+    release = release_for(params, client, claims_request)
+    return consent_covers(find_consent(current_db(), account_id, client.client_id),
+                          claims=release.all, scopes=consented_scopes(params),
+                          purpose=purpose_for(params, client), policy_version=services().policy.version)
+
+
+def consented_scopes(params: Mapping[str, Any]) -> list[str]:
+    return [s for s in scope_to_list(params.get("scope") or "") or [] if s == "offline_access"]
+
+
+def session_satisfies(c: Checked, session: browser.SessionView | None) -> bool:
+    if session is None or "login" in c.prompts:
+        return False
+    if c.max_age is not None and time.time() - session.auth_time > c.max_age:
+        return False
+    if c.hint_sub is not None:
+        sub = claims_mod.subject(session.account_id, c.client.sector, services().pairwise_salt)
+        if sub != c.hint_sub:
+            return False
+    return True
+
+
+def issue_code(c: Checked, user: AuthorizedUser) -> Response:
+    server = services_server()
+    user.nonce = c.params.get("nonce")
+    return server.create_authorization_response(
+        request=AuthorizationServerRequest(c.params), grant_user=user, grant=c.grant)
+
+
+def authorized_user(session: browser.SessionView, c: Checked) -> AuthorizedUser:
+    return AuthorizedUser(account=session.account, auth_time=session.auth_time, acr=session.acr,
+                          amr=session.amr, session_id=session.client_sid(c.client.client_id),
+                          claims_request=c.claims_request)
+
+
+def handle() -> Response:
+    params, datalist = collect_params()
+    params, pushed = take_pushed_request(params)
+    session = browser.current_session()
+    try:
+        c = validate(params, datalist if not pushed else None, session.account if session else None,
+                     pushed=pushed)
+    except RedirectableError as exc:
+        return exc.response()
+    if session_satisfies(c, session):
+        assert session is not None
+        if "consent" not in c.prompts and consent_answers(session.account_id, c.params, c.client, c.claims_request):
+            return issue_code(c, authorized_user(session, c))
+        if "none" in c.prompts:
+            return error_redirect(c.redirect_uri, "consent_required", "consent is needed", c.params.get("state"))
+        txn = open_transaction(c, authenticated=session)
+        return redirect(f"/consent?txn={txn.id}", code=302)
+    if "none" in c.prompts:
+        return error_redirect(c.redirect_uri, "login_required", "the person must log in", c.params.get("state"))
+    txn = open_transaction(c, authenticated=None)
+    return redirect(f"/login?txn={txn.id}", code=302)
+
+
+def open_transaction(c: Checked, *, authenticated: browser.SessionView | None) -> AuthorizationTransaction:
+    params = {**c.params, PUSHED_MARK: c.pushed}
+    txn = AuthorizationTransaction(
+        id=secrets.token_urlsafe(24),
+        client_id=c.client.client_id,
+        request=params,
+        browser_binding=browser.binding_digest(),
+        challenge=secrets.token_bytes(32),
+        confirmation_code=f"{secrets.randbelow(10_000):04d}",
+        expires_at=utcnow() + TRANSACTION_LIFETIME,
+    )
+    if authenticated is not None:
+        txn.state = "authenticated"
+        txn.account_id = authenticated.account_id
+        txn.device_serial = authenticated.device_serial
+        txn.auth_time = authenticated.auth_time
+        txn.amr = authenticated.amr
+        txn.acr = authenticated.acr
+    current_db().add(txn)
+    return txn
+
+
+def stored_claims_request(txn: AuthorizationTransaction) -> dict[str, Any] | None:
+    raw = txn.request.get("claims")
+    return claims_mod.parse_claims_parameter(json.loads(raw) if isinstance(raw, str) else raw)

@@ -1,0 +1,391 @@
+"""The authlib authorization server, assembled by registration (OIDC Core §3.1, RFC 6749).
+
+authlib owns the grant logic: authorization-request validation, PKCE (RFC 7636), the
+code and refresh-token grants, client authentication (client_secret_basic/post, none,
+private_key_jwt per RFC 7523 §2.2), revocation (RFC 7009) and introspection (RFC 7662).
+This module supplies storage, the pairwise ID token and the category policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import (
+    AuthorizationCodeMixin,
+    InvalidGrantError,
+    OAuth2Request,
+    TokenMixin,
+    grants,
+    scope_to_list,
+)
+from authlib.oauth2.rfc6750 import BearerTokenGenerator
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import OpenIDCode
+from authlib.oidc.core.util import create_half_hash
+from flask import Flask, g
+from joserfc import jwt
+from sqlalchemy import select, update
+
+from idp.clients.keys import client_key_resolver
+from idp.clients.registry import RegisteredClient
+from idp.context import services
+from idp.oidc import claims as claims_mod
+from idp.oidc.session import current_db
+from idp.storage.models import Account, AuthorizationCode, Client, Token, utcnow
+
+ID_TOKEN_LIFETIME = 3600
+CODE_LIFETIME = 60
+JTI_CACHE_SECONDS = 600
+
+
+def token_hash(value: str) -> str:
+    return hashlib.sha256(value.encode("ascii", "replace")).hexdigest()
+
+
+@dataclass
+class AuthorizedUser:
+    """The person behind a code or token, with how they authenticated (for the ID token)."""
+
+    account: Account
+    auth_time: int
+    acr: str
+    amr: list[str]
+    session_id: str | None
+    claims_request: dict[str, Any] | None
+    nonce: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StoredCode(AuthorizationCodeMixin):
+    row: AuthorizationCode
+
+    @property
+    def code_challenge(self) -> str | None:
+        return self.row.code_challenge
+
+    @property
+    def code_challenge_method(self) -> str | None:
+        return self.row.code_challenge_method
+
+    def get_redirect_uri(self) -> str:
+        return self.row.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+    def get_nonce(self) -> str | None:
+        return self.row.nonce
+
+    def get_auth_time(self) -> int:
+        return self.row.auth_time
+
+    def get_acr(self) -> str:
+        return self.row.acr
+
+    def get_amr(self) -> list[str]:
+        return self.row.amr
+
+
+@dataclass
+class StoredToken(TokenMixin):
+    row: Token
+
+    def check_client(self, client: RegisteredClient) -> bool:
+        return self.row.client_id == client.client_id
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+    def get_expires_in(self) -> int:
+        return self.row.expires_in
+
+    def is_expired(self) -> bool:
+        return time.time() >= self.row.issued_at + self.row.expires_in
+
+    def is_refresh_expired(self) -> bool:
+        return self.row.refresh_expires_at is not None and time.time() >= self.row.refresh_expires_at
+
+    def is_revoked(self) -> bool:
+        return self.row.revoked
+
+    def get_user(self) -> Account:
+        return current_db().get(Account, self.row.account_id)
+
+    def get_client(self) -> RegisteredClient:
+        return RegisteredClient(current_db().get(Client, self.row.client_id))
+
+
+def user_from(row: AuthorizationCode | Token) -> AuthorizedUser:
+    account = current_db().get(Account, row.account_id)
+    return AuthorizedUser(account=account, auth_time=row.auth_time, acr=row.acr, amr=list(row.amr),
+                          session_id=row.session_id, claims_request=row.claims,
+                          nonce=getattr(row, "nonce", None))
+
+
+def query_client(client_id: str) -> RegisteredClient | None:
+    if not isinstance(client_id, str) or len(client_id) > 64:
+        return None
+    row = current_db().get(Client, client_id)
+    return RegisteredClient(row) if row else None
+
+
+def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
+    user: AuthorizedUser = request.user
+    client: RegisteredClient = request.client
+    rules = services().policy[client.category]
+    code: StoredCode | None = request.authorization_code
+    row = Token(
+        access_token_hash=token_hash(token["access_token"]),
+        refresh_token_hash=token_hash(token["refresh_token"]) if token.get("refresh_token") else None,
+        client_id=client.client_id,
+        account_id=user.account.id,
+        scope=token.get("scope", ""),
+        claims=user.claims_request,
+        code_hash=code.row.code_hash if code else None,
+        session_id=user.session_id,
+        auth_time=user.auth_time,
+        acr=user.acr,
+        amr=user.amr,
+        issued_at=int(time.time()),
+        expires_in=token["expires_in"],
+        refresh_expires_at=int(time.time()) + rules.refresh_token_lifetime if token.get("refresh_token") else None,
+    )
+    old: StoredToken | None = getattr(request, "refresh_token", None)
+    if old is not None:  # a rotated refresh token keeps the original family's origin
+        row.code_hash = old.row.code_hash
+    current_db().add(row)
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        user: AuthorizedUser = request.user
+        data = request.payload.data
+        current_db().add(AuthorizationCode(
+            code_hash=token_hash(code),
+            client_id=request.client.client_id,
+            account_id=user.account.id,
+            redirect_uri=data.get("redirect_uri") or "",
+            scope=request.scope or "",
+            nonce=data.get("nonce"),
+            code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method"),
+            claims=user.claims_request,
+            session_id=user.session_id,
+            auth_time=user.auth_time,
+            acr=user.acr,
+            amr=user.amr,
+            expires_at=utcnow() + timedelta(seconds=CODE_LIFETIME),
+        ))
+
+    def query_authorization_code(self, code: str, client: RegisteredClient) -> StoredCode | None:
+        """A reused code is refused and every token issued from it revoked (RFC 6749 §4.1.2)."""
+        session = current_db()
+        row = session.get(AuthorizationCode, token_hash(code), with_for_update=True)
+        if row is None or row.client_id != client.client_id:
+            return None
+        if row.used_at is not None:
+            session.execute(update(Token).where(Token.code_hash == row.code_hash).values(revoked=True))
+            g.commit_despite_error = True
+            return None
+        if row.expires_at <= utcnow():
+            return None
+        return StoredCode(row)
+
+    def delete_authorization_code(self, authorization_code: StoredCode) -> None:
+        authorization_code.row.used_at = utcnow()
+
+    def authenticate_user(self, authorization_code: StoredCode) -> AuthorizedUser:
+        return user_from(authorization_code.row)
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
+                       include_refresh_token=True):  # type: ignore[no-untyped-def]
+        """Refresh tokens only for ``offline_access`` (OIDC Core §11) and clients allowed them."""
+        wants_offline = "offline_access" in (scope_to_list(scope or "") or [])
+        return super().generate_token(user=user, scope=scope, grant_type=grant_type, expires_in=expires_in,
+                                      include_refresh_token=include_refresh_token and wants_offline)
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    """Rotating refresh tokens bound to their client (RFC 9700 §4.14.2)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = AuthorizationCodeGrant.TOKEN_ENDPOINT_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token: str) -> StoredToken | None:
+        row = current_db().scalars(
+            select(Token).where(Token.refresh_token_hash == token_hash(refresh_token)).with_for_update()
+        ).first()
+        if row is None:
+            return None
+        token = StoredToken(row)
+        if token.is_revoked() or token.is_refresh_expired():
+            return None
+        return token
+
+    def authenticate_user(self, refresh_token: StoredToken) -> AuthorizedUser | None:
+        from idp.consent import consent_active
+
+        user = user_from(refresh_token.row)
+        if not consent_active(current_db(), user.account.id, refresh_token.row.client_id):
+            return None
+        return user
+
+    def revoke_old_credential(self, refresh_token: StoredToken) -> None:
+        refresh_token.row.revoked = True
+
+
+class PrivateKeyJWT(JWTBearerClientAssertion):
+    """private_key_jwt (OIDC Core §9): ``aud`` may be the issuer or the token endpoint URL."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def get_audiences(self) -> list[str]:
+        settings = services().settings
+        return [settings.issuer, settings.url("/token"), settings.url("/par")]
+
+    def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
+        from idp.oidc.replay import remember_once
+
+        return remember_once(f"jti:{claims['sub']}:{jti}", JTI_CACHE_SECONDS)
+
+    def resolve_client_public_key(self, client: RegisteredClient):  # type: ignore[no-untyped-def]
+        return client_key_resolver(client)
+
+
+class OpenIDConnectCode(OpenIDCode):
+    """ID tokens (OIDC Core §2, §3.1.3.6) signed with the client's chosen algorithm."""
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        return False  # a nonce binds the ID token to the RP's session; the RP checks replay
+
+    def encode_id_token(self, token: dict[str, Any], request: OAuth2Request) -> str:
+        user: AuthorizedUser = request.user
+        client: RegisteredClient = request.client
+        return build_id_token(client=client, user=user, access_token=token.get("access_token"))
+
+    def generate_user_info(self, user: AuthorizedUser, scope: str) -> dict[str, Any]:
+        return {}
+
+
+def build_id_token(*, client: RegisteredClient, user: AuthorizedUser, access_token: str | None) -> str:
+    svc = services()
+    entry = svc.keystore.signing_key(client.id_token_signed_response_alg)
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": svc.settings.issuer,
+        "sub": claims_mod.subject(user.account.id, client.sector, svc.pairwise_salt),
+        "aud": client.client_id,
+        "iat": now,
+        "exp": now + ID_TOKEN_LIFETIME,
+        "auth_time": user.auth_time,
+        "acr": user.acr,
+        "amr": user.amr,
+    }
+    if user.nonce:
+        payload["nonce"] = user.nonce
+    if user.session_id:
+        payload["sid"] = user.session_id
+    if access_token:
+        payload["at_hash"] = create_half_hash(access_token, entry.alg).decode("ascii")
+    rules = svc.policy[client.category]
+    release = claims_mod.plan_release("", user.claims_request, rules)
+    if release.id_token:
+        from idp.consent import record_disclosure
+
+        values = claims_mod.claim_values(user.account, release.id_token)
+        payload.update(values)
+        record_disclosure(current_db(), user.account.id, client.client_id, sorted(values), "id_token")
+    header = {"alg": entry.alg, "kid": entry.kid, "typ": "JWT"}
+    return jwt.encode(header, payload, entry.key, algorithms=[entry.alg])
+
+
+class Revocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> StoredToken | None:
+        return _find_token(token_string, token_type_hint)
+
+    def revoke_token(self, token: StoredToken, request: OAuth2Request) -> None:
+        token.row.revoked = True
+
+
+class Introspection(IntrospectionEndpoint):
+    """RFC 7662 for confidential clients: a client learns only about its own tokens (§4)."""
+
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> StoredToken | None:
+        return _find_token(token_string, token_type_hint)
+
+    def check_permission(self, token: StoredToken, client: RegisteredClient, request: OAuth2Request) -> bool:
+        return token.check_client(client)
+
+    def introspect_token(self, token: StoredToken) -> dict[str, Any]:
+        svc = services()
+        client = token.get_client()
+        return {
+            "active": True,
+            "client_id": client.client_id,
+            "token_type": "Bearer",
+            "scope": token.row.scope,
+            "sub": claims_mod.subject(token.row.account_id, client.sector, svc.pairwise_salt),
+            "aud": client.client_id,
+            "iss": svc.settings.issuer,
+            "exp": token.row.issued_at + token.row.expires_in,
+            "iat": token.row.issued_at,
+        }
+
+
+def _find_token(token_string: str, hint: str | None) -> StoredToken | None:
+    if not isinstance(token_string, str) or len(token_string) > 512:
+        return None
+    digest = token_hash(token_string)
+    session = current_db()
+    order = [Token.refresh_token_hash, Token.access_token_hash]
+    if hint != "refresh_token":
+        order.reverse()
+    for column in order:
+        row = session.scalars(select(Token).where(column == digest)).first()
+        if row is not None:
+            token = StoredToken(row)
+            if column is Token.access_token_hash and (token.is_expired() or token.is_revoked()):
+                return None
+            if column is Token.refresh_token_hash and (token.is_refresh_expired() or token.is_revoked()):
+                return None
+            return token
+    return None
+
+
+class Issuer(IssuerParameter):
+    def get_issuer(self) -> str:
+        return services().settings.issuer
+
+
+def _expires_in(client: RegisteredClient, grant_type: str) -> int:
+    return services().policy[client.category].access_token_lifetime
+
+
+def create_server(app: Flask) -> AuthorizationServer:
+    server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
+    server.register_token_generator("default", BearerTokenGenerator(
+        lambda **_: secrets.token_urlsafe(32), lambda **_: secrets.token_urlsafe(48), _expires_in))
+    server.register_grant(AuthorizationCodeGrant, [CodeChallenge(required=True), OpenIDConnectCode()])
+    server.register_grant(RefreshTokenGrant)
+    server.register_client_auth_method(PrivateKeyJWT.CLIENT_AUTH_METHOD, PrivateKeyJWT())
+    server.register_endpoint(Revocation)
+    server.register_endpoint(Introspection)
+    server.register_extension(Issuer())
+    return server

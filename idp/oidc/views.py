@@ -1,0 +1,172 @@
+"""Thin HTTP endpoints of the OpenID Provider; the logic lives in the modules they call."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from joserfc import jwt
+
+from idp import audit
+from idp.clients.registry import (
+    RegisteredClient,
+    client_information,
+    create_client,
+    digest,
+    validate_metadata,
+)
+from idp.context import services
+from idp.errors import InvalidRequest, ProtocolError, Unauthorized
+from idp.oidc import authorize as authorize_mod
+from idp.oidc import claims as claims_mod
+from idp.oidc import discovery, par
+from idp.oidc.server import _find_token, query_client
+from idp.oidc.session import current_db
+from idp.consent import consent_active, record_disclosure
+from idp.storage.models import Account, Client
+from idp.web.base64 import json_body
+
+bp = Blueprint("oidc", __name__)
+
+
+def _server():  # type: ignore[no-untyped-def]
+    return current_app.extensions["idp.oauth"]
+
+
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@bp.get("/.well-known/openid-configuration")
+def openid_configuration() -> ResponseReturnValue:
+    return jsonify(discovery.metadata())
+
+
+@bp.get("/jwks")
+def jwks() -> ResponseReturnValue:
+    response = jsonify(services().keystore.public_jwks())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+def authorize() -> ResponseReturnValue:
+    return authorize_mod.handle()
+
+
+@bp.post("/token")
+def token() -> ResponseReturnValue:
+    return _no_store(_server().create_token_response())
+
+
+@bp.post("/par")
+def pushed_authorization_request() -> ResponseReturnValue:
+    return par.push()
+
+
+@bp.post("/revoke")
+def revoke() -> ResponseReturnValue:
+    return _server().create_endpoint_response("revocation")
+
+
+@bp.post("/introspect")
+def introspect() -> ResponseReturnValue:
+    return _no_store(_server().create_endpoint_response("introspection"))
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+def userinfo() -> ResponseReturnValue:
+    """OIDC Core §5.3: bearer token in the header (RFC 6750 §2.1) or the form body (§2.2)."""
+    token_string = _bearer_token()
+    token = _find_token(token_string, "access_token")
+    if token is None:
+        raise Unauthorized("the access token is invalid, expired or revoked",
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    row = token.row
+    client = query_client(row.client_id)
+    session = current_db()
+    account = session.get(Account, row.account_id)
+    if client is None or account is None or not consent_active(session, account.id, client.client_id):
+        raise Unauthorized("the grant behind this token has ended",
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if "openid" not in row.scope.split():
+        raise ProtocolError("the token was not issued for openid", error="insufficient_scope", status=403,
+                            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
+    release = claims_mod.plan_release(row.scope, row.claims, services().policy[client.category])
+    values = claims_mod.claim_values(account, release.userinfo)
+    record_disclosure(session, account.id, client.client_id, sorted(values), "userinfo")
+    body: dict[str, Any] = {"sub": claims_mod.subject(account.id, client.sector, services().pairwise_salt),
+                            **values}
+    alg = client.metadata.get("userinfo_signed_response_alg")
+    if alg:
+        return _no_store(_signed_userinfo(body, client, alg))
+    return _no_store(jsonify(body))
+
+
+def _signed_userinfo(body: dict[str, Any], client: RegisteredClient, alg: str) -> Response:
+    """OIDC Core §5.3.2: a signed response carries iss and aud."""
+    entry = services().keystore.signing_key(alg)
+    now = int(time.time())
+    payload = {**body, "iss": services().settings.issuer, "aud": client.client_id, "iat": now}
+    token = jwt.encode({"alg": entry.alg, "kid": entry.kid}, payload, entry.key, algorithms=[entry.alg])
+    return Response(token, content_type="application/jwt")
+
+
+def _bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    from_header = header[7:].strip() if header[:7].lower() == "bearer " else None
+    from_body = request.form.get("access_token") if request.method == "POST" and request.mimetype == \
+        "application/x-www-form-urlencoded" else None
+    if from_header and from_body:
+        raise InvalidRequest("send the access token once (RFC 6750 §2)")
+    value = from_header or from_body
+    if not value:
+        raise Unauthorized("an access token is required",
+                           headers={"WWW-Authenticate": 'Bearer realm="userinfo"'})
+    return value
+
+
+@bp.post("/register")
+def register() -> ResponseReturnValue:
+    """OIDC Dynamic Client Registration 1.0 §3, with the rp_category extension."""
+    settings = services().settings
+    expected = settings.registration_token
+    if expected:
+        header = request.headers.get("Authorization", "")
+        if not (header[:7].lower() == "bearer " and hmac.compare_digest(header[7:].strip(), expected)):
+            raise Unauthorized("registration needs the initial access token",
+                               headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    meta = validate_metadata(json_body(), policy=services().policy, allow_http_loopback=settings.allow_http_loopback)
+    session = current_db()
+    row, issued = create_client(session, meta)
+    audit.record(session, "client.registered", client=row.client_id, category=row.rp_category)
+    info = client_information(row, settings.url(f"/register/{row.client_id}"))
+    info.update(issued)
+    response = jsonify(info)
+    response.status_code = 201
+    return _no_store(response)
+
+
+@bp.get("/register/<client_id>")
+def read_client(client_id: str) -> ResponseReturnValue:
+    """RFC 7592 §2.1: read with the registration access token."""
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    row = current_db().get(Client, client_id) if len(client_id) <= 64 else None
+    if not token or row is None or not hmac.compare_digest(row.registration_access_token_hash, digest(token)):
+        raise Unauthorized("invalid registration access token",
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return _no_store(jsonify(client_information(row, services().settings.url(f"/register/{row.client_id}"))))
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def end_session() -> ResponseReturnValue:
+    from idp.oidc.logout import handle
+
+    return handle()
+

@@ -1,0 +1,147 @@
+"""Category policies (PROTOCOL §5): which claims an RP category may receive, what it needs.
+
+The defaults live in ``default.toml``; an operator file (``IDP_POLICY_FILE``) overrides
+any key of any category. A broken file stops the server at start, naming the line
+(TOML syntax) or the key (meaning): a policy that half-loads would release the wrong
+claims.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+CATEGORIES = ("municipal", "medical", "financial", "transport")
+BASE_CLAIMS = frozenset({"name", "address", "birthdate", "gender", "verified_claims"})
+AGE_OVER = re.compile(r"^age_over_(\d{1,2})$")
+AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post", "private_key_jwt", "none"})
+ACR_DEVICE = "urn:x-jp-digital-id:acr:device-certificate"
+ACR_DEVICE_UV = "urn:x-jp-digital-id:acr:device-certificate-uv"
+ACR_ORDER = (ACR_DEVICE, ACR_DEVICE_UV)
+DEFAULT_FILE = Path(__file__).with_name("default.toml")
+
+
+class PolicyError(ValueError):
+    """An operator policy file the server refuses to start with."""
+
+
+@dataclass(frozen=True)
+class CategoryPolicy:
+    category: str
+    claims: frozenset[str]
+    acr: str
+    token_endpoint_auth_methods: tuple[str, ...]
+    require_par: bool
+    access_token_lifetime: int
+    refresh_tokens: bool
+    refresh_token_lifetime: int
+
+    @property
+    def age_thresholds(self) -> tuple[int, ...]:
+        return tuple(sorted(int(m.group(1)) for c in self.claims if (m := AGE_OVER.match(c))))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "claims": sorted(self.claims),
+            "acr": self.acr,
+            "token_endpoint_auth_methods": list(self.token_endpoint_auth_methods),
+            "require_pkce": "S256",
+            "require_par": self.require_par,
+            "access_token_lifetime": self.access_token_lifetime,
+            "refresh_tokens": self.refresh_tokens,
+            "refresh_token_lifetime": self.refresh_token_lifetime,
+        }
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: str
+    categories: Mapping[str, CategoryPolicy]
+
+    def __getitem__(self, category: str) -> CategoryPolicy:
+        return self.categories[category]
+
+    @property
+    def all_claims(self) -> frozenset[str]:
+        return frozenset().union(*(p.claims for p in self.categories.values()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version,
+                "categories": {name: p.as_dict() for name, p in self.categories.items()}}
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    data = _read(DEFAULT_FILE)
+    if path is not None:
+        override = _read(path)
+        data["version"] = override.get("version", data["version"])
+        for name, values in (override.get("categories") or {}).items():
+            if name not in CATEGORIES:
+                raise PolicyError(f"{path}: unknown category [categories.{name}]")
+            if not isinstance(values, dict):
+                raise PolicyError(f"{path}: [categories.{name}] must be a table")
+            data["categories"][name] = {**data["categories"][name], **values}
+    where = str(path or DEFAULT_FILE)
+    categories = {name: _category(where, name, data["categories"][name]) for name in CATEGORIES}
+    # The version that consents are bound to covers the content, so an edit without a
+    # version bump still asks people again.
+    digest = hashlib.sha256(json.dumps({k: v.as_dict() for k, v in categories.items()},
+                                       sort_keys=True).encode()).hexdigest()[:12]
+    return Policy(version=f"{data['version']}+{digest}", categories=categories)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PolicyError(f"{path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{path}: {exc}") from exc
+
+
+def _category(where: str, name: str, values: Mapping[str, Any]) -> CategoryPolicy:
+    def fail(key: str, why: str) -> PolicyError:
+        return PolicyError(f"{where}: categories.{name}.{key}: {why}")
+
+    known = {"claims", "acr", "token_endpoint_auth_methods", "require_par", "access_token_lifetime",
+             "refresh_tokens", "refresh_token_lifetime"}
+    for key in values:
+        if key not in known:
+            raise fail(key, "unknown key")
+    claims = values.get("claims")
+    if not isinstance(claims, list) or not all(isinstance(c, str) for c in claims):
+        raise fail("claims", "must be a list of claim names")
+    for claim in claims:
+        if claim not in BASE_CLAIMS and not AGE_OVER.match(claim):
+            raise fail("claims", f"unknown claim {claim!r}")
+    if "verified_claims" in claims and name != "financial":
+        raise fail("claims", "verified_claims is for the financial category only")
+    if values.get("acr") not in ACR_ORDER:
+        raise fail("acr", f"must be one of {', '.join(ACR_ORDER)}")
+    methods = values.get("token_endpoint_auth_methods")
+    if not isinstance(methods, list) or not methods or not set(methods) <= AUTH_METHODS:
+        raise fail("token_endpoint_auth_methods", f"must be a non-empty list from {sorted(AUTH_METHODS)}")
+    for key in ("require_par", "refresh_tokens"):
+        if not isinstance(values.get(key), bool):
+            raise fail(key, "must be true or false")
+    for key in ("access_token_lifetime", "refresh_token_lifetime"):
+        value = values.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 60 <= value <= 31_536_000:
+            raise fail(key, "must be a number of seconds between 60 and 31536000")
+    if values["access_token_lifetime"] > 86_400:
+        raise fail("access_token_lifetime", "must be at most one day")
+    return CategoryPolicy(
+        category=name,
+        claims=frozenset(claims),
+        acr=values["acr"],
+        token_endpoint_auth_methods=tuple(methods),
+        require_par=values["require_par"],
+        access_token_lifetime=values["access_token_lifetime"],
+        refresh_tokens=values["refresh_tokens"],
+        refresh_token_lifetime=values["refresh_token_lifetime"],
+    )

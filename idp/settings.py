@@ -1,0 +1,154 @@
+"""Validated deployment settings, read once from ``IDP_*`` variables (PROTOCOL §1).
+
+The environment wins over an optional TOML config file named by ``IDP_CONFIG``.
+A production issuer (anything but ``http://localhost``/``127.0.0.1``) must be https
+and must come with a real secret: an identity provider that silently falls back to
+development defaults is a vulnerability, not a convenience.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit
+
+DEFAULT_ISSUER = "http://localhost:8000"
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class SettingsError(ValueError):
+    """A configuration value that the server refuses to start with."""
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"expected 0 or 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    issuer: str
+    database_url: str
+    keys_dir: Path
+    instance_dir: Path
+    jpki_trust_anchors: Path
+    jpki_crls: Path | None
+    webauthn_origins: tuple[str, ...]
+    registration_token: str | None
+    allow_synced_keys: bool
+    attestation_roots: Path | None
+    rate_limit_per_minute: int
+    allow_http_loopback: bool
+    policy_file: Path | None = None
+    rate_limit_storage: str = "memory://"
+    secret_key: str | None = None
+    testing: bool = False
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def development(self) -> bool:
+        """Development mode: the issuer is a loopback http URL (PROTOCOL §1 defaults)."""
+        parts = urlsplit(self.issuer)
+        return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+
+    @property
+    def rp_id(self) -> str:
+        """WebAuthn RP ID: the issuer's host (PROTOCOL §1, WebAuthn L3 §5.1.3)."""
+        return urlsplit(self.issuer).hostname or "localhost"
+
+    @property
+    def issuer_origin(self) -> str:
+        parts = urlsplit(self.issuer)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def url(self, path: str) -> str:
+        return self.issuer.rstrip("/") + path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        config_file = env.get("IDP_CONFIG")
+        if config_file:
+            env = {**_read_config_file(Path(config_file)), **env}
+        issuer = env.get("IDP_ISSUER", DEFAULT_ISSUER).rstrip("/")
+        _check_issuer(issuer)
+        keys_dir = Path(env.get("IDP_KEYS_DIR", "keys")).resolve()
+        instance_dir = Path(env.get("IDP_INSTANCE_DIR", "instance")).resolve()
+        dev = urlsplit(issuer).scheme == "http"
+        origin = "{0.scheme}://{0.netloc}".format(urlsplit(issuer))
+        origins = tuple(
+            o.strip().rstrip("/") for o in env.get("IDP_WEBAUTHN_ORIGINS", origin).split(",") if o.strip()
+        )
+        try:
+            rate = int(env.get("IDP_RATE_LIMIT_PER_MINUTE", "60"))
+        except ValueError as exc:
+            raise SettingsError("IDP_RATE_LIMIT_PER_MINUTE must be a whole number") from exc
+        if rate < 0:
+            raise SettingsError("IDP_RATE_LIMIT_PER_MINUTE must not be negative")
+        values: dict[str, object] = dict(
+            issuer=issuer,
+            database_url=env.get("IDP_DATABASE_URL") or f"sqlite:///{instance_dir / 'idp.sqlite3'}",
+            keys_dir=keys_dir,
+            instance_dir=instance_dir,
+            jpki_trust_anchors=Path(env.get("IDP_JPKI_TRUST_ANCHORS") or keys_dir / "jpki"),
+            jpki_crls=Path(env["IDP_JPKI_CRLS"]) if env.get("IDP_JPKI_CRLS") else None,
+            webauthn_origins=origins,
+            registration_token=env.get("IDP_REGISTRATION_TOKEN") or None,
+            allow_synced_keys=_named_flag(env, "IDP_ALLOW_SYNCED_KEYS", dev),
+            attestation_roots=Path(env["IDP_ATTESTATION_ROOTS"]) if env.get("IDP_ATTESTATION_ROOTS") else None,
+            rate_limit_per_minute=rate,
+            allow_http_loopback=_named_flag(env, "IDP_ALLOW_HTTP_LOOPBACK", dev),
+            policy_file=Path(env["IDP_POLICY_FILE"]) if env.get("IDP_POLICY_FILE") else None,
+            rate_limit_storage=env.get("IDP_RATE_LIMIT_STORAGE", "memory://"),
+            secret_key=env.get("IDP_SECRET_KEY") or None,
+        )
+        values.update(overrides)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        _check_issuer(self.issuer)
+        for origin in self.webauthn_origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("https", "http") or not parts.netloc or parts.path:
+                raise SettingsError(f"IDP_WEBAUTHN_ORIGINS: {origin!r} is not an origin")
+            if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+                raise SettingsError(f"IDP_WEBAUTHN_ORIGINS: {origin!r} must be https")
+        if not self.development and self.allow_http_loopback and not self.testing:
+            raise SettingsError("IDP_ALLOW_HTTP_LOOPBACK=1 is for development issuers only")
+
+
+def _named_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    try:
+        return _flag(env.get(name), default)
+    except SettingsError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _check_issuer(issuer: str) -> None:
+    """OIDC Discovery §3: the issuer is an https URL without query or fragment."""
+    parts = urlsplit(issuer)
+    if parts.query or parts.fragment or not parts.hostname:
+        raise SettingsError(f"IDP_ISSUER {issuer!r} must be a URL without query or fragment")
+    if parts.scheme == "https":
+        return
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return
+    raise SettingsError(f"IDP_ISSUER {issuer!r} must use https (http only for localhost)")
+
+
+def _read_config_file(path: Path) -> dict[str, str]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"IDP_CONFIG {path}: {exc}") from exc
+    return {key: str(value) for key, value in data.items() if key.startswith("IDP_")}

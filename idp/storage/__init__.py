@@ -1,0 +1,1 @@
+"""Persistent state: SQLAlchemy models, the database handle and alembic migrations."""

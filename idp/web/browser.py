@@ -1,0 +1,135 @@
+"""The browser's two cookies: a binding secret and the IdP login session.
+
+- ``idp_browser`` binds authorization transactions to the browser that opened them: a
+  cross-device login approved on a phone hands the session only to that browser
+  (PROTOCOL §4.5). The database keeps only its digest.
+- ``idp_session`` is the single sign-on session that lets ``prompt=none`` succeed
+  (OIDC Core §3.1.2.1). It is valid only while its device certificate is active, so a
+  revoked phone ends every session it opened at once, on every instance.
+Both are HttpOnly, SameSite=Lax, Secure on https, and hold 256-bit random values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import Flask, Response, g, request
+
+from idp.context import services
+from idp.oidc.session import current_db
+from idp.storage.models import Account, BrowserSession, DeviceCertificate, utcnow
+
+BINDING_COOKIE = "idp_browser"
+SESSION_COOKIE = "idp_session"
+SESSION_LIFETIME = timedelta(hours=8)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("ascii", "replace")).hexdigest()
+
+
+def binding_value() -> str:
+    value = g.get("binding_value") or request.cookies.get(BINDING_COOKIE)
+    if not value or len(value) > 128:
+        value = secrets.token_urlsafe(32)
+        g.new_binding = value
+    g.binding_value = value
+    return value
+
+
+def binding_digest() -> str:
+    return _digest(binding_value())
+
+
+def same_browser(stored_digest: str) -> bool:
+    value = request.cookies.get(BINDING_COOKIE)
+    return bool(value) and hmac.compare_digest(_digest(value), stored_digest)
+
+
+@dataclass
+class SessionView:
+    row: BrowserSession
+    account: Account
+
+    @property
+    def account_id(self) -> str:
+        return self.row.account_id
+
+    @property
+    def auth_time(self) -> int:
+        return self.row.auth_time
+
+    @property
+    def acr(self) -> str:
+        return self.row.acr
+
+    @property
+    def amr(self) -> list[str]:
+        return list(self.row.amr)
+
+    @property
+    def device_serial(self) -> str:
+        return self.row.device_serial
+
+    def client_sid(self, client_id: str) -> str:
+        """A per-client ``sid`` (OIDC Front/Back-Channel Logout §2): RPs cannot link sessions."""
+        return client_sid(self.row.sid, client_id)
+
+
+def client_sid(sid: str, client_id: str) -> str:
+    mac = hmac.new(sid.encode(), client_id.encode(), hashlib.sha256).hexdigest()
+    return mac[:32]
+
+
+def current_session() -> SessionView | None:
+    value = request.cookies.get(SESSION_COOKIE)
+    if not value or len(value) > 128:
+        return None
+    session = current_db()
+    row = session.get(BrowserSession, _digest(value))
+    now = utcnow()
+    if row is None or row.ended_at is not None or row.expires_at <= now:
+        return None
+    device = session.get(DeviceCertificate, row.device_serial)
+    if device is None or device.state != "active" or device.not_after <= now:
+        return None
+    account = session.get(Account, row.account_id)
+    return SessionView(row, account) if account else None
+
+
+def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: list[str], acr: str) -> SessionView:
+    value = secrets.token_urlsafe(32)
+    row = BrowserSession(id=_digest(value), sid=secrets.token_urlsafe(24), account_id=account_id,
+                         device_serial=device_serial, auth_time=auth_time, amr=amr, acr=acr,
+                         expires_at=utcnow() + SESSION_LIFETIME)
+    current_db().add(row)
+    g.new_session = value
+    return SessionView(row, current_db().get(Account, account_id))
+
+
+def end_session() -> BrowserSession | None:
+    value = request.cookies.get(SESSION_COOKIE)
+    row = current_db().get(BrowserSession, _digest(value)) if value else None
+    if row is not None and row.ended_at is None:
+        row.ended_at = utcnow()
+    g.end_session = True
+    return row
+
+
+def init_app(app: Flask) -> None:
+    @app.after_request
+    def _cookies(response: Response) -> Response:
+        secure = services().settings.issuer.startswith("https://")
+        if g.get("new_binding"):
+            response.set_cookie(BINDING_COOKIE, g.new_binding, max_age=30 * 24 * 3600, httponly=True,
+                                secure=secure, samesite="Lax", path="/")
+        if g.get("new_session"):
+            response.set_cookie(SESSION_COOKIE, g.new_session, max_age=int(SESSION_LIFETIME.total_seconds()),
+                                httponly=True, secure=secure, samesite="Lax", path="/")
+        elif g.get("end_session"):
+            response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, samesite="Lax", httponly=True)
+        return response

@@ -1,0 +1,114 @@
+"""The consent page (PROTOCOL §4.6): who asks, for which claims, for what purpose.
+
+Works without JavaScript: a plain form with hidden ``txn`` and ``csrf_token``. The CSRF
+token is an HMAC over the transaction and this browser's binding, so a form lifted
+from another browser or another transaction is refused. A transaction completes once:
+a double submit shows a clear page and grants nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from flask import Blueprint, Response, render_template, request
+from flask.typing import ResponseReturnValue
+
+from idp.consent import grant_consent
+from idp.context import services
+from idp.errors import AccessDenied
+from idp.oidc import claims as claims_mod
+from idp.oidc.authorize import (
+    RedirectableError,
+    consent_answers,
+    consented_scopes,
+    error_redirect,
+    issue_code,
+    purpose_for,
+    release_for,
+    stored_claims_request,
+    validate,
+)
+from idp.oidc.par import PUSHED_MARK
+from idp.oidc.server import AuthorizedUser
+from idp.oidc.session import current_db
+from idp.storage.models import Account, AuthorizationTransaction
+from idp.web import browser
+from idp.web.login import load_transaction
+
+bp = Blueprint("consent", __name__)
+
+
+def csrf_token(txn: AuthorizationTransaction) -> str:
+    key = services().secret_key.encode()
+    return hmac.new(key, f"consent:{txn.id}:{txn.browser_binding}".encode(), hashlib.sha256).hexdigest()
+
+
+def _authenticated_transaction(txn_id: Any) -> tuple[AuthorizationTransaction, browser.SessionView]:
+    txn = load_transaction(txn_id, lock=True)
+    if not browser.same_browser(txn.browser_binding):
+        raise AccessDenied("this sign-in was started in another browser")
+    if txn.state in ("completed", "denied"):
+        raise AccessDenied("this sign-in has already been answered", error="already_answered")
+    if txn.state != "authenticated":
+        raise AccessDenied(f"this sign-in is {txn.state}", error="invalid_transaction")
+    session = browser.current_session()
+    if session is None or session.account_id != txn.account_id:
+        raise AccessDenied("sign in again: your session has ended", error="login_required")
+    return txn, session
+
+
+def _resume(txn: AuthorizationTransaction, session: browser.SessionView):  # type: ignore[no-untyped-def]
+    params = dict(txn.request)
+    pushed = bool(params.pop(PUSHED_MARK, False))
+    return validate(params, None, session.account, pushed=pushed)
+
+
+def _finish(txn: AuthorizationTransaction, session: browser.SessionView) -> Response:
+    try:
+        checked = _resume(txn, session)
+    except RedirectableError as exc:
+        txn.state = "denied"
+        return exc.response()
+    txn.state = "completed"
+    user = AuthorizedUser(account=session.account, auth_time=txn.auth_time, acr=txn.acr, amr=list(txn.amr or []),
+                          session_id=session.client_sid(txn.client_id), claims_request=checked.claims_request)
+    return issue_code(checked, user)
+
+
+@bp.get("/consent")
+def consent_page() -> ResponseReturnValue:
+    txn, session = _authenticated_transaction(request.args.get("txn"))
+    checked = _resume(txn, session)
+    client = checked.client
+    if "consent" not in checked.prompts and consent_answers(txn.account_id, checked.params, client,
+                                                            checked.claims_request):
+        return _finish(txn, session)
+    release = release_for(checked.params, client, checked.claims_request)
+    account = current_db().get(Account, txn.account_id)
+    values = claims_mod.claim_values(account, release.all)
+    return render_template("consent.html", txn=txn, client=client, claims=sorted(release.all), values=values,
+                           purpose=purpose_for(checked.params, client), csrf_token=csrf_token(txn),
+                           offline="offline_access" in consented_scopes(checked.params),
+                           attributes_current=account.attributes_current)
+
+
+@bp.post("/consent")
+def consent_decision() -> ResponseReturnValue:
+    txn, session = _authenticated_transaction(request.form.get("txn"))
+    if not hmac.compare_digest(request.form.get("csrf_token", ""), csrf_token(txn)):
+        raise AccessDenied("the form has expired or was tampered with; start again", error="invalid_csrf")
+    decision = request.form.get("decision")
+    if decision not in ("allow", "deny"):
+        raise AccessDenied("choose allow or deny", error="invalid_request")
+    checked = _resume(txn, session)
+    if decision == "deny":
+        txn.state = "denied"
+        return error_redirect(checked.redirect_uri, "access_denied", "the person declined",
+                              checked.params.get("state"))
+    release = release_for(checked.params, checked.client, checked.claims_request)
+    grant_consent(current_db(), account_id=txn.account_id, client_id=txn.client_id, claims=release.all,
+                  scopes=consented_scopes(checked.params), purpose=purpose_for(checked.params, checked.client),
+                  policy_version=services().policy.version, remember=request.form.get("remember") == "1")
+    return _finish(txn, session)

@@ -1,0 +1,33 @@
+"""Per-client-address rate limits on the enrolment, activation and login groups (PROTOCOL §1).
+
+Flask-Limiter with storage from ``IDP_RATE_LIMIT_STORAGE`` (``memory://`` for one process,
+``redis://…`` shared by every worker and instance). ``IDP_RATE_LIMIT_PER_MINUTE=0``
+disables it for load tests. Beyond the limit: 429 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from idp.settings import Settings
+
+GROUPS = {
+    "enrollment": ("enroll.begin", "enroll.finish"),
+    "activation": ("enroll.activate",),
+    "login": ("login.options", "login.assertion"),
+}
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    if settings.rate_limit_per_minute == 0:
+        return
+    limiter = Limiter(get_remote_address, app=app, storage_uri=settings.rate_limit_storage,
+                      headers_enabled=True, default_limits=[], strategy="moving-window")
+    limit = f"{settings.rate_limit_per_minute}/minute"
+    for group, endpoints in GROUPS.items():
+        shared = limiter.shared_limit(limit, scope=group)
+        for endpoint in endpoints:
+            app.view_functions[endpoint] = shared(app.view_functions[endpoint])
+    app.extensions["idp.limiter"] = limiter
