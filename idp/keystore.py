@@ -66,7 +66,7 @@ class KeyStore:
         self._mtime = -1.0
         self._checked = 0.0
         self._entries: tuple[KeyEntry, ...] = ()
-        self._jwks: dict[str, Any] = {"keys": []}
+        self._public: dict[str, dict[str, Any]] = {}
 
     # ---- creation and rotation (operator side) ----
     def initialise(self) -> bool:
@@ -87,7 +87,7 @@ class KeyStore:
             if entry.retire_after is not None and entry.retire_after <= now:
                 (self.folder / f"{entry.kid}.json").unlink(missing_ok=True)
                 continue
-            if entry.retire_after is None and entry.use_after <= now:
+            if entry.retire_after is None:
                 entry = KeyEntry(entry.kid, entry.alg, entry.created_at, entry.use_after,
                                  now + grace + MAX_TOKEN_LIFETIME_SECONDS, entry.key)
             kept.append(entry)
@@ -107,6 +107,7 @@ class KeyStore:
         ]
         write_private(self.index_path, json.dumps(index, indent=1).encode())
         self._mtime = -1.0
+        self._checked = 0.0
 
     def _read_index_entries(self) -> list[KeyEntry]:
         try:
@@ -144,10 +145,7 @@ class KeyStore:
                 if not any(e.alg == alg and e.signs_at(wall) for e in entries):
                     raise KeyStoreError(f"no usable {alg} signing key in {self.folder}")
             self._entries = entries
-            self._jwks = {"keys": [
-                {**e.key.as_dict(private=False), "use": "sig", "alg": e.alg}
-                for e in entries if e.published_at(wall)
-            ]}
+            self._public = {e.kid: {**e.key.as_dict(private=False), "use": "sig", "alg": e.alg} for e in entries}
             self._mtime = mtime
 
     def signing_key(self, alg: str) -> KeyEntry:
@@ -162,8 +160,10 @@ class KeyStore:
         return max(usable, key=lambda e: e.use_after)
 
     def public_jwks(self) -> dict[str, Any]:
+        """Keys published now: the ones in their grace period and the retiring ones (§10.1.1)."""
         self._refresh()
-        return self._jwks
+        now = int(time.time())
+        return {"keys": [self._public[e.kid] for e in self._entries if e.published_at(now)]}
 
     def verification_keys(self) -> jwk.KeySet:
         """Published keys, for checking our own tokens (``id_token_hint``, logout)."""

@@ -28,6 +28,8 @@ def _valid_check_digit(digits: str) -> bool:
 
 def contains_individual_number(value: Any) -> bool:
     """True when any string inside ``value`` (recursively) carries an individual-number-shaped value."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if isinstance(value, str):
         return any(_valid_check_digit("".join(m.groups())) for m in _CANDIDATE.finditer(value))
     if isinstance(value, dict):

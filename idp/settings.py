@@ -118,6 +118,8 @@ class Settings:
     def validate(self) -> None:
         _check_issuer(self.issuer)
         for origin in self.webauthn_origins:
+            if origin.startswith("android:apk-key-hash:"):  # a native Android wallet (WebAuthn L3 §5.8.1)
+                continue
             parts = urlsplit(origin)
             if parts.scheme not in ("https", "http") or not parts.netloc or parts.path:
                 raise SettingsError(f"IDP_WEBAUTHN_ORIGINS: {origin!r} is not an origin")
@@ -151,4 +153,5 @@ def _read_config_file(path: Path) -> dict[str, str]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"IDP_CONFIG {path}: {exc}") from exc
-    return {key: str(value) for key, value in data.items() if key.startswith("IDP_")}
+    return {key: ("1" if value else "0") if isinstance(value, bool) else str(value)
+            for key, value in data.items() if key.startswith("IDP_")}

@@ -122,8 +122,6 @@ def test_rotation_publishes_before_use_and_retires_after_grace(tmp_path: Path, s
     assert (store.folder / f"{new}.json").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="KeyStore._refresh builds the JWKS only when index.json changes, "
-                                       "so a long-running server keeps publishing a retired key")
 def test_running_server_stops_publishing_a_retired_key(tmp_path: Path, store: KeyStore,
                                                        clock: Clock) -> None:
     old = store.signing_key("ES256").kid

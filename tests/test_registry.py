@@ -173,8 +173,6 @@ def test_other_refusals(body: dict[str, Any]) -> None:
         check(body)
 
 
-@pytest.mark.xfail(strict=True, reason="a native client's private-use redirect URI has no host, so "
-                                       "sector_identifier() raises ValueError at create_client (a 500)")
 def test_native_private_use_redirect_has_a_sector_or_is_refused() -> None:
     body = municipal(application_type="native", redirect_uris=["com.example.app:/cb"])
     try:

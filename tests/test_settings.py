@@ -149,8 +149,6 @@ def test_broken_config_file_names_it(tmp_path: Path) -> None:
         load(IDP_CONFIG=str(tmp_path / "missing.toml"))
 
 
-@pytest.mark.xfail(strict=True, reason="settings._read_config_file turns TOML true into 'True', "
-                                       "which _flag refuses")
 def test_config_file_boolean_flag(tmp_path: Path) -> None:
     config = tmp_path / "idp.toml"
     config.write_text("IDP_ALLOW_SYNCED_KEYS = true\n")

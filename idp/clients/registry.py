@@ -160,6 +160,9 @@ def validate_metadata(body: Any, *, policy: Policy, allow_http_loopback: bool) -
     elif len(redirect_hosts(meta["redirect_uris"])) > 1:
         raise InvalidClientMetadata(
             "redirect_uris name several hosts: register a sector_identifier_uri (OIDC Core §8.1)")
+    elif not all(urlsplit(uri).hostname for uri in meta["redirect_uris"]):
+        raise InvalidClientMetadata(
+            "a private-use redirect URI has no host to be a sector: register a sector_identifier_uri")
 
     for key in ("default_max_age",):
         if key in body:

@@ -79,6 +79,9 @@ def load_policy(path: Path | None = None) -> Policy:
     data = _read(DEFAULT_FILE)
     if path is not None:
         override = _read(path)
+        unknown = set(override) - {"version", "categories"}
+        if unknown:
+            raise PolicyError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}")
         data["version"] = override.get("version", data["version"])
         for name, values in (override.get("categories") or {}).items():
             if name not in CATEGORIES:
@@ -124,7 +127,8 @@ def _category(where: str, name: str, values: Mapping[str, Any]) -> CategoryPolic
     if values.get("acr") not in ACR_ORDER:
         raise fail("acr", f"must be one of {', '.join(ACR_ORDER)}")
     methods = values.get("token_endpoint_auth_methods")
-    if not isinstance(methods, list) or not methods or not set(methods) <= AUTH_METHODS:
+    if (not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods)
+            or not set(methods) <= AUTH_METHODS):
         raise fail("token_endpoint_auth_methods", f"must be a non-empty list from {sorted(AUTH_METHODS)}")
     for key in ("require_par", "refresh_tokens"):
         if not isinstance(values.get(key), bool):

@@ -76,6 +76,10 @@ class Account(Base):
     verified_at: Mapped[datetime] = mapped_column()
     attributes_current: Mapped[bool] = mapped_column(Boolean, default=True)
 
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("attributes_current", True)
+        super().__init__(**kwargs)
+
     devices: Mapped[list["DeviceCertificate"]] = relationship(back_populates="account")
 
 

@@ -69,7 +69,9 @@ class RPError(Exception):
 class AuthorizationError(Exception):
     """The authorization response was an error, or failed the RP's checks (state, iss)."""
 
-    def __init__(self, error: str, description: str | None = None, params: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, error: str, description: str | None = None, params: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(f"{error}: {description or ''}")
         self.error = error
         self.description = description
@@ -250,7 +252,9 @@ def validate_id_token(
 
 
 # HTML pages --------------------------------------------------------------------------------
-_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"})
+_VOID = frozenset({
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr",
+})
 
 
 @dataclass
@@ -314,7 +318,6 @@ class PageParser(HTMLParser):
         self._stack: list[str] = []
         self._open: list[tuple[int, Element]] = []
         self._form: Form | None = None
-        self._button: FormField | None = None
 
     def handle_starttag(self, tag: str, attr_list: list[tuple[str, str | None]]) -> None:
         attrs = dict(attr_list)
@@ -329,8 +332,9 @@ class PageParser(HTMLParser):
             )
         elif tag == "button" and self._form is not None:
             type_ = (attrs.get("type") or "submit").lower()
-            self._button = FormField("button", type_, attrs.get("name") or "", attrs.get("value") or "", False)
-            self._form.fields.append(self._button)
+            self._form.fields.append(
+                FormField("button", type_, attrs.get("name") or "", attrs.get("value") or "", False)
+            )
         element = None
         if "data-action" in attrs or "data-role" in attrs:
             element = Element(tag, attrs)
@@ -348,8 +352,6 @@ class PageParser(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "form":
             self._form = None
-        if tag == "button":
-            self._button = None
         if tag in self._stack:
             while self._stack and self._stack.pop() != tag:
                 pass
@@ -594,8 +596,10 @@ def discover(base_url: str, session: requests.Session, *, timeout: float = DEFAU
     """Fetch the discovery document; its ``issuer`` must equal the URL it came from (Discovery §4.3)."""
     base_url = base_url.rstrip("/")
     document = _checked(session.get(base_url + DISCOVERY_PATH, timeout=timeout))
-    if not isinstance(document, dict) or document.get("issuer") != base_url:
-        raise RPError(200, {"error": "issuer_mismatch", "issuer": getattr(document, "get", dict().get)("issuer")})
+    if not isinstance(document, dict):
+        raise RPError(200, {"error": "bad_discovery", "error_description": "not a JSON object"})
+    if document.get("issuer") != base_url:
+        raise RPError(200, {"error": "issuer_mismatch", "error_description": f"issuer {document.get('issuer')!r}"})
     return document
 
 
@@ -929,7 +933,9 @@ class RelyingParty:
         )
         return TokenResult(token, claims, header, request)
 
-    def token_request(self, data: Mapping[str, Any] | list[tuple[str, str]], *, authenticate: bool = True) -> requests.Response:
+    def token_request(
+        self, data: Mapping[str, Any] | list[tuple[str, str]], *, authenticate: bool = True
+    ) -> requests.Response:
         """POST a raw form to the token endpoint (client auth applied); for negative tests."""
         return self.session.post(
             self.provider["token_endpoint"],
@@ -966,12 +972,19 @@ class RelyingParty:
         )
         return _checked(response)
 
-    def logout_url(self, id_token_hint: str | None = None, post_logout_redirect_uri: str | None = None, state: str | None = None, **extra: str) -> str:
+    def logout_url(
+        self,
+        id_token_hint: str | None = None,
+        post_logout_redirect_uri: str | None = None,
+        state: str | None = None,
+        **extra: str,
+    ) -> str:
         """RP-Initiated Logout 1.0 request URL at ``end_session_endpoint``."""
         params = {"client_id": self.client_id, **extra}
-        for name, value in (("id_token_hint", id_token_hint), ("post_logout_redirect_uri", post_logout_redirect_uri), ("state", state)):
-            if value is not None:
-                params[name] = value
+        optional = {
+            "id_token_hint": id_token_hint, "post_logout_redirect_uri": post_logout_redirect_uri, "state": state,
+        }
+        params.update({name: value for name, value in optional.items() if value is not None})
         return f"{self.provider['end_session_endpoint']}?{urlencode(params)}"
 
     # keys and ID tokens ------------------------------------------------------------------
@@ -985,8 +998,10 @@ class RelyingParty:
     def id_token_algs(self) -> set[str]:
         """The algs to accept: the client's registered one, else what discovery offers."""
         registered = self.client.get("id_token_signed_response_alg")
-        offered = registered and [registered] or self.provider.get("id_token_signing_alg_values_supported", ["RS256"])
-        return set(offered) & ASYMMETRIC_ALGS
+        if registered:
+            return {registered} & ASYMMETRIC_ALGS
+        # Discovery 1.0 §3: RS256 is the default when the provider lists nothing.
+        return set(self.provider.get("id_token_signing_alg_values_supported", ["RS256"])) & ASYMMETRIC_ALGS
 
     def validate_id_token(
         self, id_token: str, *, nonce: str | None, access_token: str | None = None, max_age: int | None = None

@@ -1,0 +1,137 @@
+"""Test set-up: a real IdP over real HTTP on loopback, with a test JPKI CA made here.
+
+Each xdist worker gets its own database: a SQLite file, or, when
+``IDP_TEST_DATABASE_URL`` names a PostgreSQL server, a fresh database created on it
+(dropped at the end). Servers run in a thread on 127.0.0.1 with an ephemeral port; the
+issuer is that URL, so WebAuthn origins and RP IDs are the real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from cryptography.hazmat.primitives.serialization import Encoding
+from flask import Flask
+from werkzeug.serving import make_server
+
+from idp import create_app
+from idp.context import initialise
+from idp.proofing.demo_card import TestCard, TestJpkiCA
+from idp.settings import Settings
+from tests.support.authenticator import SoftAuthenticator
+from tests.support.wallet import Wallet
+
+PG_URL = os.environ.get("IDP_TEST_DATABASE_URL")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: needs the embedded SQLite database")
+
+
+def _database_url(tmp: Path) -> tuple[str, Any]:
+    if not PG_URL:
+        return f"sqlite:///{tmp / 'idp.sqlite3'}", None
+    import psycopg
+
+    name = f"idp_test_{uuid.uuid4().hex[:12]}"
+    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return PG_URL.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+@dataclass
+class RunningIdP:
+    """A live IdP: its base URL, app, settings and the test JPKI CA it trusts."""
+
+    base_url: str
+    app: Flask
+    settings: Settings
+    jpki_ca: TestJpkiCA
+    _cards: int = field(default=0)
+
+    def card(self, **overrides: Any) -> TestCard:
+        """A new test My Number Card (a new person unless the same card is reused)."""
+        self._cards += 1
+        return self.jpki_ca.issue_card(**overrides)
+
+    def wallet(self, session: requests.Session | None = None) -> Wallet:
+        return Wallet(self.base_url, session=session)
+
+    def authenticator(self, **kwargs: Any) -> SoftAuthenticator:
+        return SoftAuthenticator(self.settings.rp_id, self.settings.issuer_origin, **kwargs)
+
+    def services(self):  # type: ignore[no-untyped-def]
+        return self.app.extensions["idp"]
+
+
+class _LateApp:
+    """The server needs a port before the app (whose issuer is that URL) exists."""
+
+    app: Flask | None = None
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        assert self.app is not None
+        return self.app(environ, start_response)
+
+
+@pytest.fixture(scope="session")
+def jpki_ca() -> TestJpkiCA:
+    return TestJpkiCA.create()
+
+
+def start_idp(tmp: Path, jpki_ca: TestJpkiCA, **overrides: Any) -> Iterator[RunningIdP]:
+    late = _LateApp()
+    server = make_server("127.0.0.1", 0, late, threaded=True)
+    base_url = f"http://127.0.0.1:{server.server_port}"
+    anchors = tmp / "jpki"
+    anchors.mkdir(parents=True, exist_ok=True)
+    (anchors / "root.pem").write_bytes(jpki_ca.certificate.public_bytes(Encoding.PEM))
+    database_url, drop = _database_url(tmp)
+    env = {
+        "IDP_ISSUER": base_url,
+        "IDP_KEYS_DIR": str(tmp / "keys"),
+        "IDP_INSTANCE_DIR": str(tmp / "instance"),
+        "IDP_DATABASE_URL": database_url,
+        "IDP_JPKI_TRUST_ANCHORS": str(anchors),
+        "IDP_RATE_LIMIT_PER_MINUTE": "0",
+        "IDP_ALLOW_SYNCED_KEYS": "0",
+    }
+    env.update({k: str(v) for k, v in overrides.pop("env", {}).items()})
+    settings = Settings.from_env(env, testing=True, **overrides)
+    initialise(settings)
+    app = create_app(settings)
+    late.app = app
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield RunningIdP(base_url=base_url, app=app, settings=settings, jpki_ca=jpki_ca)
+    finally:
+        server.shutdown()
+        app.extensions["idp"].db.dispose()
+        if drop:
+            drop()
+
+
+@pytest.fixture(scope="session")
+def idp(tmp_path_factory: pytest.TempPathFactory, jpki_ca: TestJpkiCA) -> Iterator[RunningIdP]:
+    yield from start_idp(tmp_path_factory.mktemp("idp"), jpki_ca)
+
+
+@pytest.fixture
+def browser() -> Iterator[requests.Session]:
+    with requests.Session() as session:
+        yield session
