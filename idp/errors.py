@@ -111,6 +111,18 @@ def init_app(app: Flask) -> None:
                 response.headers[key] = value
         return response
 
+    _internal(app)
+
+
+def _internal(app: Flask) -> None:
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        """Last resort: log the fault, answer in the protocol's format without internals."""
+        app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        response = jsonify({"error": "server_error", "error_description": "internal error"})
+        response.status_code = 500
+        return response
+
 
 def _wants_html() -> bool:
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])

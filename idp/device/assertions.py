@@ -51,7 +51,7 @@ def find_device(credential: Any) -> DeviceCertificate:
         credential_id = webauthn.credential_id_from(credential)
     except webauthn.WebAuthnError as exc:
         raise InvalidRequest(exc.description) from None
-    device = currentcurrent_db().scalars(
+    device = current_db().scalars(
         select(DeviceCertificate).where(DeviceCertificate.credential_id == credential_id).with_for_update()
     ).first()
     if device is None:
@@ -88,7 +88,7 @@ def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, 
     device.failed_attempts = 0
     device.lock_count = 0
     device.last_used_at = now
-    audit.record(currentcurrent_db(), event, serial=device.serial, account=device.account_id)
+    audit.record(current_db(), event, serial=device.serial, account=device.account_id)
     return result
 
 

@@ -378,8 +378,17 @@ def _expires_in(client: RegisteredClient, grant_type: str) -> int:
     return services().policy[client.category].access_token_lifetime
 
 
+class Server(AuthorizationServer):
+    """Accepts requests rebuilt from stored parameters (a resumed transaction, a pushed request)."""
+
+    def create_oauth2_request(self, request: Any) -> OAuth2Request:
+        if isinstance(request, OAuth2Request):
+            return request
+        return super().create_oauth2_request(request)
+
+
 def create_server(app: Flask) -> AuthorizationServer:
-    server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
+    server = Server(app, query_client=query_client, save_token=save_token)
     server.register_token_generator("default", BearerTokenGenerator(
         lambda **_: secrets.token_urlsafe(32), lambda **_: secrets.token_urlsafe(48), _expires_in))
     server.register_grant(AuthorizationCodeGrant, [CodeChallenge(required=True), OpenIDConnectCode()])
