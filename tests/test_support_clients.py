@@ -246,7 +246,7 @@ def test_rp_host_serves_documents_and_records_posts() -> None:
         assert response.headers["Content-Type"] == "application/json"
 
         assert requests.get(host.url("/missing"), timeout=5).status_code == 404
-        assert [r.path for r in host.received(method="GET")] == ["/missing"]
+        assert [r.path for r in host.received(method="GET")] == ["/sector.json", "/missing"]
 
         host.put("/raw", b"not json", content_type="text/plain", status=500)
         raw = requests.get(host.url("/raw"), timeout=5)

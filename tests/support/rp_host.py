@@ -29,7 +29,7 @@ class Document:
 
 @dataclass(frozen=True)
 class Received:
-    """One request the host received (any method but GET/HEAD of a served document)."""
+    """One request the host received (GETs too: a test may check the IdP fetched a document)."""
 
     method: str
     path: str
@@ -67,9 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, *, include_body: bool) -> None:
         parts = urlsplit(self.path)
+        self.server.host.record(self._received(parts, b""))
         document = self.server.host.document(parts.path)
         if document is None:
-            self.server.host.record(self._received(parts, b""))
             document = Document(b'{"error":"not_found"}', status=404)
         self._answer(document, include_body=include_body)
 
@@ -222,8 +222,8 @@ class RpHost:
     def received(self, path: str | None = None, *, method: str | None = "POST") -> list[Received]:
         """Requests received so far at ``path`` (all paths if None), oldest first.
 
-        Unknown-path GETs are recorded too (method "GET"), so a test can see that the
-        IdP tried to fetch something that was not there.
+        GETs and HEADs are recorded too: ``received("/sector.json", method="GET")`` shows
+        whether the IdP fetched the document (``method=None`` for every method).
         """
         with self._changed:
             return [
