@@ -318,3 +318,12 @@ class SeenOnce(Base):
     __tablename__ = "seen_once"
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SessionClient(Base):
+    """Which RPs a browser session signed in to, for logout notifications (Back-Channel Logout §2.7)."""
+
+    __tablename__ = "session_clients"
+    session_id: Mapped[str] = mapped_column(ForeignKey("browser_sessions.id"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
