@@ -126,8 +126,6 @@ def test_withheld_when_attributes_are_not_current() -> None:
     assert claim_values(account(attributes_current=False), ALL, now=JST_MIDNIGHT) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="plan_release always subtracts verified_claims, so a financial RP "
-                                       "never gets it although PROTOCOL §5 lets it")
 def test_financial_rp_can_ask_for_verified_claims() -> None:
     request = {"userinfo": {"verified_claims": {"verification": {"trust_framework": None},
                                                 "claims": {"name": None}}}}

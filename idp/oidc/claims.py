@@ -21,10 +21,11 @@ from typing import Any, Iterable, Mapping
 
 from authlib.oauth2.rfc6749 import scope_to_list
 
+from idp.oidc import verified_claims
 from idp.pairwise import pairwise_sub
 from idp.policy import AGE_OVER, CategoryPolicy
 from idp.proofing.jpki import JpkiAttributes
-from idp.storage.models import Account
+from idp.storage.models import Account, JpkiBinding
 
 JST = timezone(timedelta(hours=9))
 SCOPE_CLAIMS: Mapping[str, tuple[str, ...]] = {
@@ -58,8 +59,18 @@ def parse_claims_parameter(raw: str | Mapping[str, Any] | None) -> dict[str, Any
         if not isinstance(value, dict):
             raise ClaimsRequestError(f"claims.{member} must be a JSON object")
         for name, spec in value.items():
+            if name == "verified_claims":
+                try:
+                    verified_claims.check_request(spec, f"claims.{member}.verified_claims")
+                except verified_claims.VerifiedClaimsRequestError as exc:
+                    raise ClaimsRequestError(str(exc)) from None
+                continue
             if spec is not None and not isinstance(spec, dict):
                 raise ClaimsRequestError(f"claims.{member}.{name} must be null or an object")
+            try:
+                verified_claims.check_purpose(spec, f"claims.{member}.{name}")
+            except verified_claims.VerifiedClaimsRequestError as exc:
+                raise ClaimsRequestError(str(exc)) from None
     return {k: raw[k] for k in ("userinfo", "id_token") if isinstance(raw.get(k), dict)}
 
 
@@ -93,9 +104,13 @@ def plan_release(scope: str, claims_request: Mapping[str, Any] | None, policy: C
     requested_userinfo = set((claims_request or {}).get("userinfo", {}) or {})
     requested_id_token = set((claims_request or {}).get("id_token", {}) or {})
     return Release(
-        userinfo=frozenset(_substitute(from_scopes | requested_userinfo, policy) - {"verified_claims"}),
-        id_token=frozenset(_substitute(requested_id_token, policy) - {"verified_claims"}),
+        userinfo=frozenset(_substitute(from_scopes | requested_userinfo, policy)),
+        id_token=frozenset(_substitute(requested_id_token, policy)),
     )
+
+
+def requests_verified_claims(claims_request: Mapping[str, Any] | None) -> bool:
+    return any("verified_claims" in (claims_request or {}).get(m, {}) for m in ("userinfo", "id_token"))
 
 
 def attributes_of(account: Account) -> JpkiAttributes:
@@ -128,6 +143,28 @@ def claim_values(account: Account, names: Iterable[str], *, now: datetime | None
             values["address"] = {"formatted": attrs.address}
         elif (match := AGE_OVER.match(name)) and birthdate:
             values[name] = _age_on(birthdate, today) >= int(match.group(1))
+    return values
+
+
+def current_proof(account: Account) -> JpkiBinding | None:
+    """The newest unrevoked JPKI proof of the account (the evidence behind verified_claims)."""
+    proofs = [b for b in account.jpki_bindings if b.revoked_at is None]
+    return max(proofs, key=lambda b: b.verified_at) if proofs else None
+
+
+def release_values(account: Account, names: Iterable[str], *, claims_request: Mapping[str, Any] | None,
+                   channel: str, sector: str, salt: bytes, now: datetime | None = None) -> dict[str, Any]:
+    """The values one channel (``userinfo`` or ``id_token``) releases, ``verified_claims`` included."""
+    names = set(names)
+    values = claim_values(account, names - {"verified_claims"}, now=now)
+    if "verified_claims" in names:
+        request = ((claims_request or {}).get(channel) or {}).get("verified_claims")
+        if request is not None:
+            released = verified_claims.build(
+                request, account=account, values=claim_values(account, verified_claims.CLAIMS, now=now),
+                binding=current_proof(account), sector=sector, salt=salt)
+            if released is not None:
+                values["verified_claims"] = released
     return values
 
 

@@ -305,7 +305,8 @@ def build_id_token(*, client: RegisteredClient, user: AuthorizedUser, access_tok
     if release.id_token:
         from idp.consent import record_disclosure
 
-        values = claims_mod.claim_values(user.account, release.id_token)
+        values = claims_mod.release_values(user.account, release.id_token, claims_request=user.claims_request,
+                                           channel="id_token", sector=client.sector, salt=svc.pairwise_salt)
         payload.update(values)
         record_disclosure(current_db(), user.account.id, client.client_id, sorted(values), "id_token")
     header = {"alg": entry.alg, "kid": entry.kid, "typ": "JWT"}

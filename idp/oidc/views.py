@@ -98,7 +98,8 @@ def userinfo() -> ResponseReturnValue:
         raise ProtocolError("the token was not issued for openid", error="insufficient_scope", status=403,
                             headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
     release = claims_mod.plan_release(row.scope, row.claims, services().policy[client.category])
-    values = claims_mod.claim_values(account, release.userinfo)
+    values = claims_mod.release_values(account, release.userinfo, claims_request=row.claims, channel="userinfo",
+                                       sector=client.sector, salt=services().pairwise_salt)
     record_disclosure(session, account.id, client.client_id, sorted(values), "userinfo")
     body: dict[str, Any] = {"sub": claims_mod.subject(account.id, client.sector, services().pairwise_salt),
                             **values}

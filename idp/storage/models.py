@@ -81,6 +81,7 @@ class Account(Base):
         super().__init__(**kwargs)
 
     devices: Mapped[list["DeviceCertificate"]] = relationship(back_populates="account")
+    jpki_bindings: Mapped[list["JpkiBinding"]] = relationship(viewonly=True)
 
 
 class JpkiBinding(Base):
