@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_CANDIDATE = re.compile(r"(?<!\d)(\d{4})[ \-]?(\d{4})[ \-]?(\d{4})(?!\d)")
+# Twelve digits, optionally in groups of four with one consistent separator, standing alone:
+# not part of a longer token such as a UUID ("0000-0000-0000" inside an AAGUID).
+_CANDIDATE = re.compile(r"(?<![0-9A-Za-z-])(\d{4})([ -]?)(\d{4})\2(\d{4})(?![0-9A-Za-z]|-[0-9A-Za-z])")
 
 
 def _valid_check_digit(digits: str) -> bool:
@@ -31,7 +33,7 @@ def contains_individual_number(value: Any) -> bool:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if isinstance(value, str):
-        return any(_valid_check_digit("".join(m.groups())) for m in _CANDIDATE.finditer(value))
+        return any(_valid_check_digit(m.group(1) + m.group(3) + m.group(4)) for m in _CANDIDATE.finditer(value))
     if isinstance(value, dict):
         return any(contains_individual_number(k) or contains_individual_number(v) for k, v in value.items())
     if isinstance(value, (list, tuple)):

@@ -8,6 +8,7 @@ issuer is that URL, so WebAuthn origins and RP IDs are the real ones.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -30,6 +31,7 @@ from tests.support.authenticator import SoftAuthenticator
 from tests.support.wallet import Wallet
 
 PG_URL = os.environ.get("IDP_TEST_DATABASE_URL")
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines in test output
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,12 +63,13 @@ class RunningIdP:
     app: Flask
     settings: Settings
     jpki_ca: TestJpkiCA
-    _cards: int = field(default=0)
+    issued_cards: list[TestCard] = field(default_factory=list)
 
     def card(self, **overrides: Any) -> TestCard:
         """A new test My Number Card (a new person unless the same card is reused)."""
-        self._cards += 1
-        return self.jpki_ca.issue_card(**overrides)
+        card = self.jpki_ca.issue_card(**overrides)
+        self.issued_cards.append(card)
+        return card
 
     def wallet(self, session: requests.Session | None = None) -> Wallet:
         return Wallet(self.base_url, session=session)
