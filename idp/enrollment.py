@@ -32,6 +32,7 @@ from idp.device.assertions import find_device, verify_device_assertion
 from idp.errors import InvalidRequest, NotFound, ProtocolError
 from idp.oidc.session import current_db
 from idp.proofing.jpki import JpkiError, VerifiedJpki, binding_message, verify_binding_signature
+from idp.privacy import contains_individual_number
 from idp.proofing.linkage import serial_digest
 from idp.storage.models import Account, DeviceCertificate, Enrollment, JpkiBinding, JpkiLink, utcnow
 from idp.web.base64 import b64_decode, json_body, string_field
@@ -39,6 +40,7 @@ from idp.web.base64 import b64_decode, json_body, string_field
 ENROLLMENT_LIFETIME = timedelta(seconds=300)
 ACTIVATION_LIFETIME = timedelta(seconds=600)
 MAX_CHAIN = 4
+BINARY_MEMBERS = ("credential", "jpki", "renewal")
 
 bp = Blueprint("enroll", __name__)
 
@@ -75,6 +77,8 @@ def _open_enrollment(body: dict[str, Any], state: str) -> Enrollment:
 def finish() -> ResponseReturnValue:
     svc = services()
     body = json_body()
+    if contains_individual_number({k: v for k, v in body.items() if k not in BINARY_MEMBERS}):
+        raise InvalidRequest("an individual number is never accepted here")
     enrollment = _open_enrollment(body, "begun")
     if enrollment.expires_at <= utcnow():
         raise InvalidRequest("the enrolment challenge has expired; begin again", error="expired")
@@ -94,7 +98,7 @@ def finish() -> ResponseReturnValue:
     if session.scalars(select(DeviceCertificate.serial).where(
             DeviceCertificate.credential_id == registered.credential_id)).first():
         raise EnrollmentRefused("this device key is already enrolled", error="already_enrolled")
-    account, binding, is_new = _account_for(verified, body.get("renewal"), enrollment.challenge)
+    account, binding, how = _account_for(verified, body.get("renewal"), enrollment.challenge)
     device = lifecycle.issue(session, ca=svc.ca, settings=svc.settings, account_id=account.id,
                              credential=registered, user_handle=enrollment.user_handle,
                              jpki_not_after=verified.not_after, jpki_binding_id=binding.id)
@@ -110,7 +114,8 @@ def finish() -> ResponseReturnValue:
         "ca_chain": [_b64(svc.ca.certificate_der)],
         "activation": {"publicKey": options},
         "expires_in": int(ACTIVATION_LIFETIME.total_seconds()),
-        "account_status": "new" if is_new else "existing",
+        "account_status": "new" if how == "new" else "existing",
+        "explanation": EXPLANATIONS[how],
     })
     response.status_code = 201
     return response
@@ -139,20 +144,45 @@ def _verify_jpki(jpki: dict[str, Any], challenge: bytes, spki_der: bytes) -> Ver
     return verified
 
 
-def _account_for(verified: VerifiedJpki, renewal: Any, challenge: bytes) -> tuple[Account, JpkiBinding, bool]:
-    """The person's account: same card, a linked renewal, a co-signed renewal, or a new one."""
+EXPLANATIONS = {
+    "same_card": "This card certificate already proved your account: the new device was added to it.",
+    "device_signature": "Your renewed card certificate joined your account because one of the account's "
+                        "active devices also signed this enrolment.",
+    "linkage": "Your renewed card certificate joined your account through the card issuer's renewal record.",
+    "new": "A new account was created: this card certificate has not proved an account before, and it was "
+           "neither signed together with an active device of an existing account nor recorded as the renewal "
+           "of an earlier card. If you already have an account with an older card, enrol again signing with a "
+           "device of that account, or ask the operator to import the renewal record; accounts are never "
+           "merged silently.",
+}
+"""What ``/enroll/finish`` tells the person about the account it used (``explanation``)."""
+MAX_LINK_CHAIN = 16
+
+
+def _account_for(verified: VerifiedJpki, renewal: Any, challenge: bytes) -> tuple[Account, JpkiBinding, str]:
+    """The person's account: same card, a linked renewal, a co-signed renewal, or a new one.
+
+    Returns (account, binding, how) with ``how`` a key of :data:`EXPLANATIONS`. A card
+    certificate revoked on a JPKI CRL (``idp jpki refresh-crls``) never proves again: the
+    refusal is read from the database, so it holds on every instance at once.
+    """
     session = current_db()
     digest = serial_digest(services().jpki_link_key, verified.serial_number)
     binding = session.scalars(select(JpkiBinding).where(JpkiBinding.jpki_serial_digest == digest)).first()
-    account: Account | None = session.get(Account, binding.account_id) if binding else None
+    if binding is not None and binding.revoked_at is not None:
+        raise EnrollmentRefused(
+            f"JPKI: this card certificate was revoked ({binding.revocation_reason}); prove with your "
+            "current card certificate", error="jpki_revoked")
+    linked = _linked_account(digest) if binding is None else None
     cosigned = _cosigned_account(renewal, challenge)
+    account: Account | None = session.get(Account, binding.account_id) if binding else linked
     if account is not None and cosigned is not None and cosigned.id != account.id:
-        raise EnrollmentRefused("this card certificate already belongs to another account", error="account_conflict")
-    if account is None:
-        account = _linked_account(digest) or cosigned
+        raise EnrollmentRefused("the device that co-signed belongs to another account than this card certificate",
+                                error="account_conflict")
+    how = "same_card" if binding else "linkage" if linked else "device_signature" if cosigned else "new"
+    account = account or cosigned
     now = utcnow()
     attrs = verified.attributes
-    is_new = account is None
     if account is None:
         account = Account(id="acct-" + secrets.token_hex(16), verified_at=now, name="", gender="3",
                           date_of_birth="0", address="")
@@ -167,18 +197,24 @@ def _account_for(verified: VerifiedJpki, renewal: Any, challenge: bytes) -> tupl
         session.add(binding)
     binding.verified_at = now
     session.flush()
+    audit.record(session, "identity.proven", account=account.id, binding=binding.id, via=how)
     _reinstate_suspended(account)
-    audit.record(session, "identity.proven", account=account.id, binding=binding.id)
-    return account, binding, is_new
+    return account, binding, how
 
 
 def _linked_account(digest: str) -> Account | None:
+    """The account of the card this one renews, following operator-imported links (``idp jpki link``)
+    back through several renewals to the card that proved an account."""
     session = current_db()
-    link = session.get(JpkiLink, digest)
-    if link is None:
-        return None
-    old = session.scalars(select(JpkiBinding).where(JpkiBinding.jpki_serial_digest == link.old_serial_digest)).first()
-    return session.get(Account, old.account_id) if old else None
+    for _ in range(MAX_LINK_CHAIN):
+        link = session.get(JpkiLink, digest)
+        if link is None:
+            return None
+        digest = link.old_serial_digest
+        old = session.scalars(select(JpkiBinding).where(JpkiBinding.jpki_serial_digest == digest)).first()
+        if old is not None:
+            return session.get(Account, old.account_id)
+    return None
 
 
 def _cosigned_account(renewal: Any, challenge: bytes) -> Account | None:
@@ -188,9 +224,9 @@ def _cosigned_account(renewal: Any, challenge: bytes) -> Account | None:
         return None
     if not isinstance(renewal, dict) or not isinstance(renewal.get("credential"), dict):
         raise InvalidRequest('renewal must be {"credential": <assertion>}')
-    device = find_device(renewal["credential"])
+    device = find_device(renewal["credential"], failure_event="identity.renewal_refused")
     verify_device_assertion(device, renewal["credential"], challenge=challenge, expected_state="active",
-                            event="identity.renewal_cosigned")
+                            event="identity.renewal_cosigned", failure_event="identity.renewal_refused")
     return current_db().get(Account, device.account_id)
 
 
@@ -198,11 +234,7 @@ def _reinstate_suspended(account: Account) -> None:
     """A fresh JPKI proof lifts clone or card-revocation holds (certificateHold) on this account."""
     for device in account.devices:
         if device.state == lifecycle.SUSPENDED:
-            device.state = "active"
-            device.revoked_at = None
-            device.revocation_reason = None
-            device.sign_count = 0
-            audit.record(current_db(), "certificate.reinstated", serial=device.serial, account=account.id)
+            lifecycle.reinstate(current_db(), device, by="jpki-proof")
 
 
 @bp.post("/enroll/activate")
@@ -213,11 +245,12 @@ def activate() -> ResponseReturnValue:
         raise InvalidRequest("the activation window has closed; this certificate can never be activated",
                              error="expired")
     credential = body.get("credential")
-    device = find_device(credential)
+    device = find_device(credential, failure_event="certificate.activation_failed")
     if device.serial != enrollment.device_serial:
         raise ProtocolError("only the certified key can activate its certificate", error="wrong_key")
     verify_device_assertion(device, credential, challenge=enrollment.activation_challenge,
-                            expected_state="pending", event="certificate.activation_signed")
+                            expected_state="pending", event="certificate.activation_signed",
+                            failure_event="certificate.activation_failed")
     lifecycle.activate(current_db(), device)
     enrollment.state = "activated"
     return jsonify({"status": "active", "serial": device.serial})
