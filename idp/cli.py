@@ -64,11 +64,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _in_transaction(work: Callable[..., str]) -> str:
+    """Run ``work(session, services)`` as one transaction: all of it commits, or nothing."""
+    from idp import audit
     from idp.context import load_services
 
     services = load_services(_settings())
-    with services.db.transaction() as session:
-        return work(session, services)
+    try:
+        with services.db.transaction() as session:
+            session.info[audit.ANCHOR_DIR_KEY] = services.settings.keys_dir
+            return work(session, services)
+    finally:
+        services.db.dispose()
 
 
 def cmd_ca_revoke(args: argparse.Namespace) -> None:
@@ -76,15 +82,16 @@ def cmd_ca_revoke(args: argparse.Namespace) -> None:
     from idp.ca.crl import parse_reason
 
     try:
-        parse_reason(args.reason)
+        reason = parse_reason(args.reason).value
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 
     def work(session, services):  # type: ignore[no-untyped-def]
         device = lifecycle.find(session, args.serial)
-        lifecycle.revoke(session, device, reason=args.reason, by="operator")
+        lifecycle.revoke(session, device, reason=reason, by="operator")
         lifecycle.current_crl(session, services.ca)
-        return f"revoked {device.serial} ({args.reason})"
+        state = "suspended" if reason == "certificateHold" else "revoked"
+        return f"{state} {device.serial} ({reason}); CRL re-signed"
 
     print(_in_transaction(work))
 
@@ -111,10 +118,19 @@ def cmd_jpki_link(args: argparse.Namespace) -> None:
                     if not row or row[0].startswith("#") or row[0].strip().lower() == "old":
                         continue
                     if len(row) != 2:
-                        raise CommandError(f"{args.file}:{number}: expected two columns old,new")
-                    pairs.append((_parse_serial(row[0]), _parse_serial(row[1])))
+                        raise CommandError(f"{args.file}:{number}: expected two columns old,new; nothing imported")
+                    try:
+                        pairs.append((_parse_serial(row[0]), _parse_serial(row[1])))
+                    except CommandError as exc:
+                        raise CommandError(f"{args.file}:{number}: {exc}; nothing imported") from None
         except OSError as exc:
             raise CommandError(f"{args.file}: {exc.strerror}") from None
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise CommandError(f"{args.file}: not a UTF-8 CSV file of old,new serials ({exc})") from None
+        if args.old or args.new:
+            raise CommandError("give either OLD NEW or --file F, not both")
+        if not pairs:
+            raise CommandError(f"{args.file}: no old,new pairs found")
     elif args.old and args.new:
         pairs.append((_parse_serial(args.old), _parse_serial(args.new)))
     else:
@@ -131,11 +147,20 @@ def cmd_jpki_refresh_crls(args: argparse.Namespace) -> None:
 def cmd_audit_verify(args: argparse.Namespace) -> None:
     from idp import audit
 
+    settings = _settings()
+    anchor = audit.read_head(settings.keys_dir)  # before the entries: later commits only lengthen the log
+
     def work(session, services):  # type: ignore[no-untyped-def]
-        broken = audit.verify(session)
+        broken = audit.verify(session, anchor)
         if broken is not None:
             raise CommandError(f"audit chain broken at entry {broken.seq}: {broken.reason}")
-        return "audit chain intact"
+        count = session.scalar(select(func.count()).select_from(AuditEntry))
+        anchored = f", head anchor at entry {anchor.seq}" if anchor else ", no head anchor yet"
+        return f"audit chain intact: {count} entries{anchored}"
+
+    from sqlalchemy import func, select
+
+    from idp.storage.models import AuditEntry
 
     print(_in_transaction(work))
 
@@ -206,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"idp: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # an operator sees one line, never a traceback
-        print(f"idp: {type(exc).__name__}: {exc}", file=sys.stderr)
+        message = " ".join(str(getattr(exc, "description", None) or exc).split())
+        print(f"idp: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1
     return 0
 

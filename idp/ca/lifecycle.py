@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import audit
@@ -65,6 +66,9 @@ def issue(session: Session, *, ca: CertificateAuthority, settings: Settings, acc
 
 
 def activate(session: Session, device: DeviceCertificate) -> None:
+    """pending → active, after the certified key signed the activation challenge."""
+    if device.state != "pending":
+        raise LifecycleError(f"certificate {device.serial} is {device.state}, not pending")
     device.state = "active"
     device.activated_at = utcnow()
     audit.record(session, "certificate.activated", serial=device.serial, account=device.account_id)
@@ -72,8 +76,9 @@ def activate(session: Session, device: DeviceCertificate) -> None:
 
 
 def find(session: Session, serial: str) -> DeviceCertificate:
+    """The device certificate with hex ``serial`` (``0x``, colons and leading zeros allowed), locked."""
     text = serial.strip().lower().removeprefix("0x").replace(":", "")
-    if not text or len(text) > 40 or any(ch not in "0123456789abcdef" for ch in text):
+    if not text or len(text) > 42 or any(ch not in "0123456789abcdef" for ch in text):
         raise LifecycleError(f"{serial!r} is not a hexadecimal serial number")
     device = session.get(DeviceCertificate, text.lstrip("0") or "0", with_for_update=True)
     if device is None:
@@ -82,55 +87,117 @@ def find(session: Session, serial: str) -> DeviceCertificate:
 
 
 def revoke(session: Session, device: DeviceCertificate, *, reason: str, by: str) -> None:
-    crl_mod.parse_reason(reason)  # ValueError naming the accepted reasons
+    """Revoke ``device`` for an RFC 5280 reason; ``certificateHold`` suspends instead.
+
+    A suspended certificate may still be revoked for good (its CRL entry then carries the
+    new reason). Refused, with nothing changed: an unknown reason, an already revoked
+    certificate, or a hold on a certificate already on hold.
+    """
+    reason = crl_mod.parse_reason(reason).value  # ValueError naming the accepted reasons
     if device.state == "revoked":
-        raise LifecycleError(f"certificate {device.serial} is already revoked")
+        raise LifecycleError(f"certificate {device.serial} is already revoked ({device.revocation_reason})")
     if reason == "certificateHold":
+        if device.state == SUSPENDED:
+            raise LifecycleError(f"certificate {device.serial} is already suspended (certificateHold)")
         suspend(session, device, reason=reason, event="certificate.suspended", by=by)
         return
     device.state = "revoked"
     device.revoked_at = utcnow()
     device.revocation_reason = reason
-    audit.record(session, "certificate.revoked", serial=device.serial, reason=reason, by=by)
+    audit.record(session, "certificate.revoked", serial=device.serial, account=device.account_id,
+                 reason=reason, by=by)
     _crl_stale(session)
 
 
-def suspend(session: Session, device: DeviceCertificate, *, reason: str, event: str, by: str = "system") -> None:
-    """certificateHold (RFC 5280 §5.3.1): reversible, but only by a fresh proof of identity."""
+def suspend(session: Session, device: DeviceCertificate, *, reason: str = "certificateHold", event: str,
+            by: str = "system") -> bool:
+    """certificateHold (RFC 5280 §5.3.1): reversible, but only by a fresh proof of identity.
+
+    Returns False (and changes nothing) when the certificate is already revoked or suspended.
+    """
     if device.state in ("revoked", SUSPENDED):
-        return
+        return False
     device.state = SUSPENDED
     device.revoked_at = utcnow()
     device.revocation_reason = reason
-    audit.record(session, event, serial=device.serial, account=device.account_id, by=by)
+    audit.record(session, event, serial=device.serial, account=device.account_id, reason=reason, by=by)
+    _crl_stale(session)
+    return True
+
+
+def reinstate(session: Session, device: DeviceCertificate, *, by: str) -> None:
+    """Lift a hold after a fresh JPKI proof: the certificate leaves the CRL (RFC 5280 §5.3.1
+    allows a held certificate to be released) and OCSP answers ``good`` again.
+
+    A certificate held before it was ever activated returns to ``pending``: only its own
+    key's activation signature makes it active. The stored signature counter restarts, so
+    whichever copy of a cloned key signs next is accepted once and a later regression of
+    the other copy suspends it again.
+    """
+    if device.state != SUSPENDED:
+        raise LifecycleError(f"certificate {device.serial} is {device.state}, not suspended")
+    device.state = "active" if device.activated_at is not None else "pending"
+    device.revoked_at = None
+    device.revocation_reason = None
+    device.sign_count = 0
+    device.failed_attempts = 0
+    device.locked_until = None
+    audit.record(session, "certificate.reinstated", serial=device.serial, account=device.account_id, by=by)
     _crl_stale(session)
 
 
 def _crl_stale(session: Session) -> None:
-    state = session.get(CrlState, 1)
-    if state is not None:
-        state.dirty = True
+    """Mark the CRL for re-signing. A plain UPDATE (not an ORM attribute set, which is skipped
+    when the loaded value already reads True) so it always reaches the database and, on
+    PostgreSQL, waits for a CRL being re-signed concurrently instead of being lost under it."""
+    session.execute(update(CrlState).where(CrlState.id == 1).values(dirty=True))
+
+
+def _fresh(state: CrlState | None, now: datetime) -> bool:
+    return state is not None and not state.dirty and state.next_update - now > CRL_REFRESH_BEFORE
 
 
 def current_crl(session: Session, ca: CertificateAuthority) -> bytes:
-    """The CRL, re-signed when something changed or nextUpdate draws near."""
+    """The CRL, re-signed when something changed or nextUpdate draws near.
+
+    Re-signing first takes the CRL row's lock (PostgreSQL row lock; the write lock on
+    SQLite), then reads the revocations, so two instances never publish different CRLs
+    under one cRLNumber and no revocation committed meanwhile is lost (its ``dirty`` mark
+    waits for the lock and triggers the next re-signing).
+    """
     now = utcnow()
-    state = session.get(CrlState, 1, with_for_update=True)
-    if state is not None and not state.dirty and state.next_update - now > CRL_REFRESH_BEFORE:
+    state = session.get(CrlState, 1)
+    if _fresh(state, now):
+        return state.der
+    if state is None:
+        state = _create_crl_state(session, ca, now)
+    session.execute(update(CrlState).where(CrlState.id == 1).values(dirty=CrlState.dirty))  # lock
+    session.refresh(state)
+    if _fresh(state, now):
         return state.der
     revoked = session.scalars(select(DeviceCertificate).where(
-        DeviceCertificate.state.in_(("revoked", SUSPENDED)))).all()
+        DeviceCertificate.state.in_(("revoked", SUSPENDED))).order_by(DeviceCertificate.revoked_at)).all()
     entries = [crl_mod.RevokedEntry(int(d.serial, 16), d.revoked_at or now, d.revocation_reason)
                for d in revoked]
-    number = (state.crl_number + 1) if state else 1
+    number = state.crl_number + 1
     der = crl_mod.build_crl(ca, revoked=entries, crl_number=number, this_update=now,
                             next_update=now + CRL_LIFETIME)
-    if state is None:
-        state = CrlState(id=1, crl_number=number, this_update=now, next_update=now + CRL_LIFETIME, der=der)
-        session.add(state)
     state.crl_number, state.this_update, state.next_update = number, now, now + CRL_LIFETIME
     state.der, state.dirty = der, False
+    session.flush()
     return der
+
+
+def _create_crl_state(session: Session, ca: CertificateAuthority, now: datetime) -> CrlState:
+    """The CRL row, created (dirty, cRLNumber 0 so the first CRL is number 1) on first use."""
+    try:
+        with session.begin_nested():
+            session.add(CrlState(id=1, crl_number=0, this_update=now, next_update=now, der=b"", dirty=True))
+    except IntegrityError:  # another instance created it first
+        pass
+    state = session.get(CrlState, 1, populate_existing=True)
+    assert state is not None
+    return state
 
 
 def ocsp_status(session: Session, serial_number: int) -> CertStatus:

@@ -40,11 +40,12 @@ class AssertionRefused(ProtocolError):
 
 
 def lock_period(lock_count: int) -> timedelta:
-    """1, 4, 16, 64… minutes, never more than a day."""
-    return min(FIRST_LOCK * (4 ** lock_count), MAX_LOCK)
+    """1, 4, 16, 64… minutes, never more than a day (the exponent is capped: an attacker
+    can make ``lock_count`` grow without bound and timedelta overflows past 4**20 minutes)."""
+    return min(FIRST_LOCK * (4 ** min(max(lock_count, 0), 8)), MAX_LOCK)
 
 
-def find_device(credential: Any) -> DeviceCertificate:
+def find_device(credential: Any, *, failure_event: str = "login.failure") -> DeviceCertificate:
     if not isinstance(credential, Mapping):
         raise InvalidRequest("credential must be a PublicKeyCredential object")
     try:
@@ -55,19 +56,31 @@ def find_device(credential: Any) -> DeviceCertificate:
         select(DeviceCertificate).where(DeviceCertificate.credential_id == credential_id).with_for_update()
     ).first()
     if device is None:
+        g.commit_despite_error = True
+        audit.record(current_db(), failure_event, reason="unknown_credential")
         raise AssertionRefused("unknown credential", error="unknown_credential")
     return device
 
 
 def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, Any], *, challenge: bytes,
-                            expected_state: str, event: str) -> webauthn.VerifiedAssertion:
-    """Verify, update the counter and audit; raise a protocol error when refused."""
+                            expected_state: str, event: str,
+                            failure_event: str = "login.failure") -> webauthn.VerifiedAssertion:
+    """Verify, update the counter and audit; raise a protocol error when refused.
+
+    Success records ``event``; every refusal records ``failure_event`` (with the reason),
+    committed although the request fails.
+    """
     now = utcnow()
     if device.locked_until is not None and device.locked_until > now:
         until = device.locked_until.isoformat().replace("+00:00", "Z")
+        _refused(device, failure_event, "credential_locked")
         raise Locked(f"this credential is locked after repeated failures until {until}",
                      headers={"Retry-After": str(int((device.locked_until - now).total_seconds()) + 1)})
-    _check_state(device, expected_state)
+    try:
+        _check_state(device, expected_state)
+    except AssertionRefused as exc:
+        _refused(device, failure_event, exc.error)
+        raise
     settings = services().settings
     try:
         result = webauthn.verify_assertion(
@@ -78,18 +91,26 @@ def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, 
     except webauthn.WebAuthnError as exc:
         g.commit_despite_error = True
         if exc.code == "counter_regression":
+            _refused(device, failure_event, exc.code)
             _suspend_clone(device)
             raise AssertionRefused("the signature counter went backwards: this key may be cloned; "
                                    "the certificate is suspended until the person proves again",
                                    error="counter_regression") from None
-        _count_failure(device, exc.code)
+        _count_failure(device, exc.code, failure_event)
         raise AssertionRefused(exc.description, error=exc.code) from None
     device.sign_count = result.new_sign_count
     device.failed_attempts = 0
     device.lock_count = 0
+    device.locked_until = None
     device.last_used_at = now
     audit.record(current_db(), event, serial=device.serial, account=device.account_id)
     return result
+
+
+def _refused(device: DeviceCertificate, failure_event: str, reason: str) -> None:
+    """Audit a refused assertion and keep the entry although the request fails."""
+    g.commit_despite_error = True
+    audit.record(current_db(), failure_event, serial=device.serial, account=device.account_id, reason=reason)
 
 
 def _check_user_handle(device: DeviceCertificate, credential: Mapping[str, Any]) -> None:
@@ -124,13 +145,16 @@ def _suspend_clone(device: DeviceCertificate) -> None:
     suspend(current_db(), device, reason="certificateHold", event="device.clone_suspected")
 
 
-def _count_failure(device: DeviceCertificate, code: str) -> None:
+def _count_failure(device: DeviceCertificate, code: str, failure_event: str) -> None:
+    """Count a failed signature; the FAILURES_BEFORE_LOCK-th in a row locks the credential
+    for :func:`lock_period` of the number of locks so far (1, 4, 16… minutes, ≤ a day)."""
     device.failed_attempts += 1
-    audit.record(current_db(), "login.failure", serial=device.serial, reason=code, attempt=device.failed_attempts)
+    audit.record(current_db(), failure_event, serial=device.serial, account=device.account_id, reason=code,
+                 attempt=device.failed_attempts)
     if device.failed_attempts >= FAILURES_BEFORE_LOCK:
-        device.locked_until = utcnow() + lock_period(device.lock_count)
+        period = lock_period(device.lock_count)
+        device.locked_until = utcnow() + period
         device.lock_count += 1
         device.failed_attempts = 0
-        audit.record(current_db(), "device.locked", serial=device.serial,
-                     until=device.locked_until.isoformat())
-
+        audit.record(current_db(), "device.locked", serial=device.serial, account=device.account_id,
+                     until=device.locked_until.isoformat(), minutes=int(period.total_seconds() // 60))
