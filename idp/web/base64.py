@@ -49,6 +49,16 @@ def json_body() -> dict[str, Any]:
 
 def string_field(body: dict[str, Any], name: str, *, max_length: int = 256) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not value or len(value) > max_length:
+    if not isinstance(value, str) or not value or len(value) > max_length or not _utf8(value):
         raise InvalidRequest(f"{name} must be a non-empty string")
     return value
+
+
+def _utf8(value: str) -> bool:
+    """JSON may carry lone surrogates (``"\\udc80"``, or raw bytes that are not UTF-8):
+    no database can store them, so they are the sender's error."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
