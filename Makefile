@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) translations
 
 translations: $(STAMP)
-	$(BIN)/pybabel compile -q -d idp/translations 2>/dev/null || true
+	$(BIN)/pybabel compile -d idp/translations --statistics
 
 run: install
 	$(BIN)/idp init

@@ -1,53 +1,111 @@
-// Passkey sign-in and progress polling for /login (PROTOCOL §4 steps 3–5).
+// /login: passkey on this device, progress of a phone approval, expiry with "more time"
+// and retry (PROTOCOL §4 steps 3–5). Messages come translated from the page.
 (function () {
   "use strict";
+  const W = window.IdpWebAuthn;
   const statusEl = document.getElementById("status");
   const txn = statusEl.dataset.txn;
-  const say = (key) => { statusEl.textContent = statusEl.dataset["msg" + key]; };
-  const b64u = {
-    toBytes: (s) => Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4)), (c) => c.charCodeAt(0)),
-    fromBytes: (b) => btoa(String.fromCharCode(...new Uint8Array(b))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, ""),
-  };
-  function requestOptions(json) {
-    if (window.PublicKeyCredential && PublicKeyCredential.parseRequestOptionsFromJSON) {
-      return PublicKeyCredential.parseRequestOptionsFromJSON(json);
-    }
-    const o = Object.assign({}, json, { challenge: b64u.toBytes(json.challenge) });
-    o.allowCredentials = (json.allowCredentials || []).map((c) => Object.assign({}, c, { id: b64u.toBytes(c.id) }));
-    return o;
+  const messages = JSON.parse(document.getElementById("login-messages").textContent);
+  const outcome = document.getElementById("outcome");
+  const outcomeText = document.getElementById("outcome-text");
+  const ways = document.getElementById("ways");
+  const timer = document.getElementById("timer");
+  const timerText = document.getElementById("timer-text");
+  const button = document.querySelector('[data-action="passkey"]');
+  const extendButton = document.querySelector('[data-action="extend"]');
+  let deadline = Date.now() + Number(statusEl.dataset.expiresIn || 0) * 1000;
+  let finished = statusEl.dataset.state !== "pending";
+  let busy = false;
+
+  const say = (text) => { statusEl.textContent = text; };
+  function fail(code) {
+    if (finished) { return; }
+    finished = true;
+    say("");
+    outcomeText.textContent = messages[code] || messages.failed;
+    outcome.hidden = false;
+    ways.hidden = true;
+    timer.hidden = true;
+    outcome.focus();
   }
-  function credentialJSON(cred) {
-    if (cred.toJSON) { return cred.toJSON(); }
-    const r = cred.response;
-    return { id: cred.id, rawId: b64u.fromBytes(cred.rawId), type: cred.type, response: {
-      clientDataJSON: b64u.fromBytes(r.clientDataJSON), authenticatorData: b64u.fromBytes(r.authenticatorData),
-      signature: b64u.fromBytes(r.signature), userHandle: r.userHandle ? b64u.fromBytes(r.userHandle) : null } };
+  function proceed(next) {
+    finished = true;
+    say(messages.success);
+    window.location.assign(next);
   }
-  async function post(url, body) {
-    const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), credentials: "same-origin" });
-    return { ok: res.ok, body: await res.json() };
-  }
+
   async function passkey() {
+    if (busy || finished) { return; }
+    busy = true;
+    button.setAttribute("aria-busy", "true");
+    say(messages.working);
     try {
-      const opts = await post("/login/options", { txn });
-      if (!opts.ok) { say("Error"); return; }
-      const cred = await navigator.credentials.get({ publicKey: requestOptions(opts.body.publicKey) });
-      const res = await post("/login/assertion", { txn, credential: credentialJSON(cred) });
-      if (res.ok) { window.location.assign(res.body.next); } else { say("Failed"); }
-    } catch (e) { say("Error"); }
+      const opts = await W.postJSON("/login/options", { txn: txn });
+      if (!opts.ok) { fail(opts.body.error === "invalid_transaction" ? "expired" : opts.body.error); return; }
+      let credential;
+      try {
+        credential = await W.sign(opts.body.publicKey);
+      } catch (e) {
+        say(messages.cancelled);   // cancelled or no passkey here: the transaction is still usable
+        return;
+      }
+      const res = await W.postJSON("/login/assertion", { txn: txn, credential: credential });
+      if (res.ok) { proceed(res.body.next); } else { fail(res.body.error); }
+    } catch (e) {
+      say(messages.network);
+    } finally {
+      busy = false;
+      button.removeAttribute("aria-busy");
+    }
   }
+
   async function poll() {
+    if (finished) { return; }
     try {
-      const res = await fetch("/login/status?txn=" + encodeURIComponent(txn), { credentials: "same-origin" });
+      const res = await fetch("/login/status?txn=" + encodeURIComponent(txn), { credentials: "same-origin", headers: { Accept: "application/json" } });
       const body = await res.json();
-      if (body.status === "authenticated") { window.location.assign(body.next); return; }
-      if (body.status === "failed") { say("Failed"); return; }
-      if (body.status === "expired") { say("Expired"); return; }
+      if (body.status === "authenticated" && body.next) { proceed(body.next); return; }
+      if (body.status === "failed") { fail(body.error); return; }
+      if (body.status === "expired") { fail("expired"); return; }
+      if (!res.ok) { fail(body.error === "invalid_transaction" ? "expired" : body.error); return; }
     } catch (e) { /* network hiccup: keep polling */ }
     setTimeout(poll, 2000);
   }
-  const button = document.querySelector('[data-action="passkey"]');
-  if (button) { button.addEventListener("click", passkey); }
-  say("Pending");
-  setTimeout(poll, 2000);
+
+  function tick() {
+    if (finished) { return; }
+    const left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+    if (left <= 120) {
+      const minutes = Math.max(1, Math.ceil(left / 60));
+      const text = messages.expiring.replace("{minutes}", String(minutes));
+      if (timer.hidden || timerText.textContent !== text) { timerText.textContent = text; }
+      timer.hidden = false;
+    } else {
+      timer.hidden = true;
+    }
+    setTimeout(tick, 1000);
+  }
+
+  async function extend() {
+    const res = await W.postJSON("/login/extend", { txn: txn });
+    if (!res.ok) { fail(res.body.error === "invalid_transaction" ? "expired" : res.body.error); return; }
+    deadline = Date.now() + res.body.expires_in * 1000;
+    timer.hidden = true;
+    say(messages.extended.replace("{minutes}", String(Math.floor(res.body.expires_in / 60))));
+    if (!res.body.can_extend) { extendButton.hidden = true; }
+  }
+
+  if (W.supported()) {
+    button.disabled = false;
+    button.addEventListener("click", passkey);
+  } else {
+    button.hidden = true;
+    say(messages.unsupported);
+  }
+  extendButton.addEventListener("click", extend);
+  if (!finished) {
+    say(messages.pending);
+    setTimeout(poll, 2000);
+    tick();
+  }
 })();

@@ -12,12 +12,14 @@ import hashlib
 import hmac
 from typing import Any
 
-from flask import Blueprint, Response, render_template, request
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 
 from idp.consent import grant_consent
 from idp.context import services
-from idp.errors import AccessDenied
+from idp.errors import AccessDenied, ProtocolError
 from idp.oidc import claims as claims_mod
 from idp.oidc.authorize import (
     RedirectableError,
@@ -34,10 +36,32 @@ from idp.oidc.par import PUSHED_MARK
 from idp.oidc.server import AuthorizedUser
 from idp.oidc.session import current_db
 from idp.storage.models import Account, AuthorizationTransaction
-from idp.web import browser
+from idp.web import browser, i18n
 from idp.web.login import load_transaction
 
 bp = Blueprint("consent", __name__)
+
+
+@bp.errorhandler(ProtocolError)
+def _page_error(exc: ProtocolError) -> ResponseReturnValue:
+    """A refused consent page or decision: a page in the person's language, nothing granted
+    (the request's transaction rolls back, so nothing is recorded either)."""
+    if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json" \
+            and "text/html" not in request.accept_mimetypes:
+        response = jsonify(exc.body())
+        response.status_code = exc.status
+        return response
+    return i18n.error_page(exc.error, exc.status)
+
+
+def safe_link(value: Any) -> str | None:
+    """Client metadata URLs (logo, policy, terms) shown to the person: absolute http(s) only."""
+    if not isinstance(value, str) or len(value) > 2000:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname or any(ch in value for ch in "\r\n\t "):
+        return None
+    return value
 
 
 def csrf_token(txn: AuthorizationTransaction) -> str:
@@ -48,7 +72,7 @@ def csrf_token(txn: AuthorizationTransaction) -> str:
 def _authenticated_transaction(txn_id: Any) -> tuple[AuthorizationTransaction, browser.SessionView]:
     txn = load_transaction(txn_id, lock=True)
     if not browser.same_browser(txn.browser_binding):
-        raise AccessDenied("this sign-in was started in another browser")
+        raise AccessDenied("this sign-in was started in another browser", error="other_browser")
     if txn.state in ("completed", "denied"):
         raise AccessDenied("this sign-in has already been answered", error="already_answered")
     if txn.state != "authenticated":
@@ -88,10 +112,11 @@ def consent_page() -> ResponseReturnValue:
     release = release_for(checked.params, client, checked.claims_request)
     account = current_db().get(Account, txn.account_id)
     values = claims_mod.claim_values(account, release.all)
+    links = {key: safe_link(client.metadata.get(key)) for key in ("logo_uri", "policy_uri", "tos_uri", "client_uri")}
     return render_template("consent.html", txn=txn, client=client, claims=sorted(release.all), values=values,
                            purpose=purpose_for(checked.params, client), csrf_token=csrf_token(txn),
                            offline="offline_access" in consented_scopes(checked.params),
-                           attributes_current=account.attributes_current)
+                           attributes_current=account.attributes_current, links=links)
 
 
 @bp.post("/consent")

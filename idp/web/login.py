@@ -1,34 +1,45 @@
 """Login at an RP by device signature (PROTOCOL §4 steps 2–5).
 
 The transaction's challenge is single use: the first assertion for it, good or bad,
-ends the pending state (a bad one marks it ``failed``; the page offers a retry through
-the RP). The session goes only to the browser holding the transaction's binding
+ends the pending state (a bad one marks it ``failed``; the page says why and offers a
+retry, which opens a fresh transaction for the same request). A pending sign-in can be
+given more time (no time limit that cannot be extended). The session goes only to the browser holding the transaction's binding
 cookie, whether the phone signed on this device or across devices.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import io
+import secrets
+from datetime import timedelta
 from typing import Any
 
 import segno
-from flask import Blueprint, g, jsonify, render_template, request, url_for
+from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from idp.context import services
 from idp.device.assertions import find_device, verify_device_assertion
 from idp.device import webauthn
 from idp.errors import AccessDenied, InvalidRequest, NotFound, ProtocolError
-from idp.oidc.authorize import release_for, purpose_for, stored_claims_request
+from idp.oidc.authorize import TRANSACTION_LIFETIME, purpose_for, release_for, stored_claims_request
 from idp.oidc.server import query_client
 from idp.oidc.session import current_db
 from idp.policy import ACR_DEVICE, ACR_DEVICE_UV
 from idp.storage.models import AuthorizationTransaction, utcnow
-from idp.web import browser
+from idp.web import browser, i18n
 from idp.web.base64 import json_body, string_field
 
 bp = Blueprint("login", __name__)
+
+# Pages of this blueprint (the rest are JSON endpoints for the page script and the wallet).
+HTML_ENDPOINTS = frozenset({"login.login_page", "login.wallet_entry", "login.retry"})
+# No time limit that cannot be extended (WCAG 2.2.1): "more time" adds this, up to MAX_LIFETIME.
+EXTENSION = timedelta(minutes=10)
+MAX_LIFETIME = timedelta(hours=2)
 
 
 class TransactionError(ProtocolError):
@@ -43,7 +54,7 @@ def load_transaction(txn_id: Any, *, lock: bool = False) -> AuthorizationTransac
         raise NotFound("unknown transaction", error="invalid_transaction")
     if txn.state == "pending" and txn.expires_at <= utcnow():
         txn.state = "expired"
-    g.ui_locales = txn.request.get("ui_locales")
+    i18n.use_transaction_locale(txn.request.get("ui_locales"), txn.created_at)
     return txn
 
 
@@ -53,22 +64,110 @@ def qr_data_uri(text: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@bp.errorhandler(ProtocolError)
+def _page_error(exc: ProtocolError) -> ResponseReturnValue:
+    """The pages answer in the person's language; the JSON endpoints keep the JSON errors."""
+    if request.endpoint in HTML_ENDPOINTS:
+        return i18n.error_page(exc.error, exc.status)
+    response = jsonify(exc.body())
+    response.status_code = exc.status
+    response.headers.update(exc.headers)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def page_token(txn: AuthorizationTransaction, purpose: str) -> str:
+    """A form token bound to this transaction and this browser (like the consent page's)."""
+    key = services().secret_key.encode()
+    return hmac.new(key, f"{purpose}:{txn.id}:{txn.browser_binding}".encode(), hashlib.sha256).hexdigest()
+
+
+def _own_transaction(txn_id: Any, *, lock: bool = False) -> AuthorizationTransaction:
+    txn = load_transaction(txn_id, lock=lock)
+    if not browser.same_browser(txn.browser_binding):
+        raise AccessDenied("this sign-in was started in another browser", error="other_browser")
+    return txn
+
+
+def _who_asks(txn: AuthorizationTransaction) -> dict[str, Any]:
+    client = query_client(txn.client_id)
+    if client is None:
+        raise NotFound("this service is no longer registered", error="invalid_transaction")
+    release = release_for(txn.request, client, stored_claims_request(txn))
+    return {"client": client, "claims": sorted(release.all), "purpose": purpose_for(txn.request, client)}
+
+
 @bp.get("/login")
 def login_page() -> ResponseReturnValue:
-    txn = load_transaction(request.args.get("txn"))
-    if not browser.same_browser(txn.browser_binding):
-        raise AccessDenied("this sign-in was started in another browser")
-    client = query_client(txn.client_id)
+    txn = _own_transaction(request.args.get("txn"), lock=True)
+    if txn.state == "authenticated":  # approved on the phone; without JavaScript the person pressed Continue
+        return redirect(_next_for(txn), code=303)
+    if txn.state in ("completed", "denied"):
+        return i18n.error_page("already_answered", 409)
     wallet_url = services().settings.url(url_for("login.wallet_entry", txn=txn.id))
-    return render_template("login.html", txn=txn, client=client, qr=qr_data_uri(wallet_url),
-                           wallet_url=wallet_url, expires_in=max(0, int((txn.expires_at - utcnow()).total_seconds())))
+    remaining = max(0, int((txn.expires_at - utcnow()).total_seconds()))
+    return render_template("login.html", txn=txn, qr=qr_data_uri(wallet_url), wallet_url=wallet_url,
+                           expires_in=remaining, retry_token=page_token(txn, "retry"),
+                           failure_message=_failure_message(txn), **_who_asks(txn))
+
+
+def _failure_message(txn: AuthorizationTransaction) -> str | None:
+    if txn.state == "expired":
+        return i18n.error_message("expired")
+    if txn.state == "failed":
+        return i18n.login_failure_message(txn.failure)
+    return None
 
 
 @bp.get("/login/wallet")
 def wallet_entry() -> ResponseReturnValue:
-    """Where the QR code points: the phone's wallet opens this to approve the transaction."""
+    """Where the QR code points: the phone's wallet opens this to approve the transaction.
+
+    It shows who asks for what and the confirmation code the computer shows. In
+    development the page itself is the demo wallet: it signs with this browser's passkey.
+    """
     txn = load_transaction(request.args.get("txn"))
-    return render_template("wallet_entry.html", txn=txn, client=query_client(txn.client_id))
+    return render_template("wallet_entry.html", txn=txn, demo=services().settings.development,
+                           finished=txn.state not in ("pending",), **_who_asks(txn))
+
+
+@bp.post("/login/extend")
+def extend() -> ResponseReturnValue:
+    """More time for a pending sign-in (WCAG 2.2.1 Timing Adjustable), up to MAX_LIFETIME in all."""
+    txn = _own_transaction(string_field(json_body(), "txn", max_length=64), lock=True)
+    if txn.state != "pending":
+        raise TransactionError(f"this transaction is {txn.state}")
+    now = utcnow()
+    txn.expires_at = max(txn.expires_at, min(now + EXTENSION, txn.created_at + MAX_LIFETIME))
+    remaining = int((txn.expires_at - now).total_seconds())
+    return jsonify({"status": "pending", "expires_in": remaining,
+                    "can_extend": txn.expires_at < txn.created_at + MAX_LIFETIME})
+
+
+@bp.post("/login/retry")
+def retry() -> ResponseReturnValue:
+    """Start again after a failed or expired sign-in, without going back to the service.
+
+    The new transaction carries the same authorization request (the RP's state, nonce and
+    PKCE challenge are still unanswered) with a fresh challenge and confirmation code. Its
+    id is derived from the old one, so a double submit lands on the same new transaction.
+    """
+    txn = _own_transaction(request.form.get("txn"), lock=True)
+    if not hmac.compare_digest(request.form.get("csrf_token", ""), page_token(txn, "retry")):
+        raise AccessDenied("the form has expired or was tampered with", error="invalid_csrf")
+    new_id = base64.urlsafe_b64encode(hmac.new(services().secret_key.encode(), f"retry:{txn.id}".encode(),
+                                               hashlib.sha256).digest()[:24]).decode().rstrip("=")
+    existing = current_db().get(AuthorizationTransaction, new_id)
+    if existing is not None:
+        return redirect(url_for("login.login_page", txn=existing.id), code=303)
+    if txn.state not in ("failed", "expired"):
+        return redirect(url_for("login.login_page", txn=txn.id), code=303)
+    fresh = AuthorizationTransaction(
+        id=new_id, client_id=txn.client_id, request=dict(txn.request), browser_binding=txn.browser_binding,
+        challenge=secrets.token_bytes(32), confirmation_code=f"{secrets.randbelow(10_000):04d}",
+        expires_at=utcnow() + TRANSACTION_LIFETIME)
+    current_db().add(fresh)
+    return redirect(url_for("login.login_page", txn=fresh.id), code=303)
 
 
 @bp.post("/login/options")

@@ -1,0 +1,58 @@
+// The demo wallet: enrol this browser's passkey with a TEST My Number Card (PROTOCOL §3).
+// begin → navigator.credentials.create → the TEST card signs the binding → finish (pending)
+// → navigator.credentials.get over the activation challenge → activate.
+(function () {
+  "use strict";
+  const W = window.IdpWebAuthn;
+  const form = document.getElementById("enrol-form");
+  const button = form.querySelector('[data-action="enrol"]');
+  const status = document.getElementById("enrol-status");
+  const errorBox = document.getElementById("enrol-error");
+  const errorText = document.getElementById("enrol-error-text");
+  const done = document.getElementById("enrol-done");
+  const messages = JSON.parse(document.getElementById("wallet-messages").textContent);
+  const say = (key) => { status.textContent = messages[key]; };
+  function fail(detail) {
+    status.textContent = "";
+    errorText.textContent = messages.failed + " " + detail;
+    errorBox.hidden = false;
+    errorBox.focus();
+  }
+  const describe = (res) => (res.body.error_description || res.body.error || ("HTTP " + res.status));
+
+  async function enrol(event) {
+    event.preventDefault();
+    const persona = form.querySelector('input[name="persona"]:checked').value;
+    button.disabled = true;
+    errorBox.hidden = true;
+    done.hidden = true;
+    try {
+      say("begin");
+      const begun = await W.postJSON("/enroll/begin", {});
+      if (!begun.ok) { fail(describe(begun)); return; }
+      say("create");
+      let credential;
+      try { credential = await W.create(begun.body.publicKey); } catch (e) { status.textContent = messages.cancelled; return; }
+      say("card");
+      const signed = await W.postJSON("/demo/card/sign", { enrollment_id: begun.body.enrollment_id, persona: persona, credential: credential });
+      if (!signed.ok) { fail(describe(signed)); return; }
+      say("finish");
+      const finished = await W.postJSON("/enroll/finish", { enrollment_id: begun.body.enrollment_id, credential: credential, jpki: signed.body.jpki });
+      if (!finished.ok) { fail(describe(finished)); return; }
+      say("activate");
+      let assertion;
+      try { assertion = await W.sign(finished.body.activation.publicKey); } catch (e) { status.textContent = messages.cancelled; return; }
+      const activated = await W.postJSON("/enroll/activate", { enrollment_id: begun.body.enrollment_id, credential: assertion });
+      if (!activated.ok) { fail(describe(activated)); return; }
+      say("done");
+      document.getElementById("enrol-serial").textContent = activated.body.serial;
+      done.hidden = false;
+      done.focus();
+    } catch (e) {
+      fail(String(e));
+    } finally {
+      button.disabled = false;
+    }
+  }
+  if (W.supported()) { button.disabled = false; form.addEventListener("submit", enrol); }
+})();
