@@ -26,7 +26,7 @@ from idp.proofing.demo_card import TestJpkiCA, cached_key
 from idp.storage.models import Account, DeviceCertificate, Enrollment, JpkiBinding
 from tests.conftest import RunningIdP, start_idp
 from tests.support import core
-from tests.support.authenticator import FLAG_AT, FLAG_UP, b64url, b64url_decode
+from tests.support.authenticator import FLAG_AT, FLAG_UP, b64url, b64url_decode, sign_es256
 from tests.support.wallet import WalletError, b64std
 
 EVIL_ORIGIN = "https://evil.example"
@@ -70,7 +70,7 @@ def test_enrolment_issues_pending_then_active_certificate(idp: RunningIdP, walle
     finished = wallet.finish(start, core.card(idp), authenticator)
     assert finished.status == "pending"
     assert finished.expires_in == 600
-    device = finished.certificate_der and x509.load_der_x509_certificate(finished.certificate_der)
+    device = x509.load_der_x509_certificate(finished.certificate_der)
     assert device.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) == authenticator.public_key_spki_der()
@@ -157,8 +157,6 @@ def test_forged_attestation_statement_is_refused(idp: RunningIdP, wallet) -> Non
     response = body["credential"]["response"]
     attestation = cbor2.loads(b64url_decode(response["attestationObject"]))
     forged = ec.generate_private_key(ec.SECP256R1())
-    from tests.support.authenticator import sign_es256
-
     attestation["attStmt"]["sig"] = sign_es256(forged, b"something else")
     response["attestationObject"] = b64url(cbor2.dumps(attestation))
     core.error_of(wallet.post("/enroll/finish", body), status=400)
