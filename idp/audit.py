@@ -58,11 +58,15 @@ def record(session: Session, event: str, **data: Any) -> AuditEntry:
 
     Writers are serialised until commit, so ``seq`` order is commit order: on PostgreSQL by
     a transaction-scoped advisory lock (a row lock on the tail would not stop two writers
-    reading the same tail, and an empty log has no row to lock), on SQLite by the
-    database-wide write lock the first write takes.
+    reading the same tail, and an empty log has no row to lock), on SQLite by taking the
+    database-wide write lock before reading the tail (the driver starts the transaction
+    only at the first write, so a plain read could see a tail another writer is extending).
     """
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_ID})
+    elif dialect == "sqlite":  # a write statement (matching nothing) takes the write lock before the read
+        session.execute(text("UPDATE audit_log SET seq = seq WHERE 0 = 1"))
     tail = session.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).first()
     seq = tail.seq + 1 if tail else 1
     prev = tail.entry_hash if tail else GENESIS

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import multiprocessing
 import sys
@@ -68,7 +69,11 @@ def _in_transaction(work: Callable[..., str]) -> str:
     from idp import audit
     from idp.context import load_services
 
-    services = load_services(_settings())
+    settings = _settings()
+    # JPKI CRLs are read only by the command that refreshes them (it reloads them itself):
+    # a corrupt CRL file must not stop the operator revoking a lost phone.
+    services = load_services(dataclasses.replace(settings, jpki_crls=None))
+    services.settings = settings
     try:
         with services.db.transaction() as session:
             session.info[audit.ANCHOR_DIR_KEY] = services.settings.keys_dir

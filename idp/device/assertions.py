@@ -56,8 +56,8 @@ def find_device(credential: Any, *, failure_event: str = "login.failure") -> Dev
         select(DeviceCertificate).where(DeviceCertificate.credential_id == credential_id).with_for_update()
     ).first()
     if device is None:
-        g.commit_despite_error = True
         audit.record(current_db(), failure_event, reason="unknown_credential")
+        g.commit_despite_error = True
         raise AssertionRefused("unknown credential", error="unknown_credential")
     return device
 
@@ -74,12 +74,14 @@ def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, 
     if device.locked_until is not None and device.locked_until > now:
         until = device.locked_until.isoformat().replace("+00:00", "Z")
         _refused(device, failure_event, "credential_locked")
+        g.commit_despite_error = True
         raise Locked(f"this credential is locked after repeated failures until {until}",
                      headers={"Retry-After": str(int((device.locked_until - now).total_seconds()) + 1)})
     try:
         _check_state(device, expected_state)
     except AssertionRefused as exc:
         _refused(device, failure_event, exc.error)
+        g.commit_despite_error = True
         raise
     settings = services().settings
     try:
@@ -89,14 +91,15 @@ def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, 
             current_sign_count=device.sign_count, require_user_verification=True)
         _check_user_handle(device, credential)
     except webauthn.WebAuthnError as exc:
-        g.commit_despite_error = True
         if exc.code == "counter_regression":
             _refused(device, failure_event, exc.code)
             _suspend_clone(device)
+            g.commit_despite_error = True
             raise AssertionRefused("the signature counter went backwards: this key may be cloned; "
                                    "the certificate is suspended until the person proves again",
                                    error="counter_regression") from None
         _count_failure(device, exc.code, failure_event)
+        g.commit_despite_error = True
         raise AssertionRefused(exc.description, error=exc.code) from None
     device.sign_count = result.new_sign_count
     device.failed_attempts = 0
@@ -108,8 +111,12 @@ def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, 
 
 
 def _refused(device: DeviceCertificate, failure_event: str, reason: str) -> None:
-    """Audit a refused assertion and keep the entry although the request fails."""
-    g.commit_despite_error = True
+    """Audit a refused assertion, to be kept although the request fails.
+
+    ``g.commit_despite_error`` is set only once every side effect of the refusal is in
+    place, just before the refusal is raised: should recording crash, the request's
+    transaction rolls back whole (a state change never commits without its entry).
+    """
     audit.record(current_db(), failure_event, serial=device.serial, account=device.account_id, reason=reason)
 
 

@@ -54,19 +54,23 @@ def link_serials(session: Session, services, pairs: Iterable[tuple[int, int]]) -
         if not (_bound(session, old_digest) or old_digest in added or session.get(JpkiLink, old_digest)):
             raise ValueError(f"{where}: no account was proven with JPKI serial {old:x} and no renewal "
                              "links to it; nothing imported")
-        if _bound(session, new_digest):
-            raise ValueError(f"{where}: JPKI serial {new:x} already proved an account of its own; "
-                             "accounts are not merged; nothing imported")
         existing = added.get(new_digest)
         if existing is None:
             row = session.get(JpkiLink, new_digest)
             existing = row.old_serial_digest if row is not None else None
         if existing is not None and existing != old_digest:
             raise ValueError(f"{where}: JPKI serial {new:x} is already linked to another card; nothing imported")
-        if existing is None:
-            added[new_digest] = old_digest
-            session.add(JpkiLink(new_serial_digest=new_digest, old_serial_digest=old_digest))
-            count += 1
+        if existing is not None:
+            continue  # recorded before: importing a file twice changes nothing
+        new_account = _account_of(session, new_digest)
+        if new_account is not None:
+            if new_account == _account_of(session, old_digest):
+                continue  # already joined (e.g. by a device co-signature)
+            raise ValueError(f"{where}: JPKI serial {new:x} already proved an account of its own; "
+                             "accounts are not merged; nothing imported")
+        added[new_digest] = old_digest
+        session.add(JpkiLink(new_serial_digest=new_digest, old_serial_digest=old_digest))
+        count += 1
     if count:
         session.flush()
         audit.record(session, "jpki.linked", count=count)
@@ -74,7 +78,11 @@ def link_serials(session: Session, services, pairs: Iterable[tuple[int, int]]) -
 
 
 def _bound(session: Session, digest: str) -> bool:
-    return session.scalars(select(JpkiBinding.id).where(JpkiBinding.jpki_serial_digest == digest)).first() is not None
+    return _account_of(session, digest) is not None
+
+
+def _account_of(session: Session, digest: str) -> str | None:
+    return session.scalars(select(JpkiBinding.account_id).where(JpkiBinding.jpki_serial_digest == digest)).first()
 
 
 def apply_jpki_revocations(session: Session, services) -> str:  # type: ignore[no-untyped-def]
