@@ -203,9 +203,7 @@ def test_not_yet_valid_card_is_refused(idp: RunningIdP) -> None:
     ({"key_usage": ("digital_signature",)}, "jpki_bad_key_usage"),
     ({"key_usage": ("digital_signature", "content_commitment", "key_cert_sign")}, "jpki_bad_key_usage"),
     pytest.param({"key_usage": ("digital_signature", "content_commitment", "key_encipherment")},
-                 "jpki_bad_key_usage", id="ku-extra-key-encipherment", marks=pytest.mark.xfail(
-                     strict=True, reason="idp/proofing/jpki.py _check_key_usage only refuses extra keyCertSign/"
-                     "cRLSign; PROTOCOL §3 gives the profile as exactly digitalSignature + nonRepudiation")),
+                 "jpki_bad_key_usage", id="ku-extra-key-encipherment"),
     ({"key_usage_critical": False}, "jpki_bad_key_usage"),
     ({"key_usage": None}, "jpki_bad_key_usage"),
     ({"policy_oid": "1.2.392.200149.8.5.1.1.10"}, "jpki_bad_policy"),

@@ -358,8 +358,8 @@ def _check_validity(certificate: x509.Certificate, at: datetime.datetime) -> Non
 def _check_key_usage(certificate: x509.Certificate) -> None:
     """RFC 5280 section 4.2.1.3: the profile's key usage is critical digitalSignature + nonRepudiation.
 
-    nonRepudiation is cryptography's ``content_commitment``. A key that may
-    sign certificates or CRLs is not a card signing key.
+    nonRepudiation is cryptography's ``content_commitment``. Exactly those two: a key that
+    may also encipher or sign certificates or CRLs is not a card signing key.
     """
     try:
         extension = certificate.extensions.get_extension_for_class(x509.KeyUsage)
@@ -368,8 +368,10 @@ def _check_key_usage(certificate: x509.Certificate) -> None:
     usage = extension.value
     if not extension.critical:
         raise JpkiError("bad_key_usage", "the key usage extension must be critical")
-    if not (usage.digital_signature and usage.content_commitment) or usage.key_cert_sign or usage.crl_sign:
-        raise JpkiError("bad_key_usage", "the key usage must be digitalSignature and nonRepudiation")
+    others = (usage.key_encipherment, usage.data_encipherment, usage.key_agreement, usage.key_cert_sign,
+              usage.crl_sign)
+    if not (usage.digital_signature and usage.content_commitment) or any(others):
+        raise JpkiError("bad_key_usage", "the key usage must be exactly digitalSignature and nonRepudiation")
 
 
 def _policy_oid(certificate: x509.Certificate) -> str:
