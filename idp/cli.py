@@ -12,7 +12,6 @@ import dataclasses
 import json
 import multiprocessing
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 from idp.settings import Settings

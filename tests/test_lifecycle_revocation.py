@@ -4,16 +4,20 @@ finds no error in what the live trust service publishes."""
 
 from __future__ import annotations
 
+import datetime as dt
 from datetime import timedelta
 
 import pytest
 import requests
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from sqlalchemy import update
 
 from idp import audit
 from idp.ca import lifecycle
+from idp.ca.profile import issue_device_certificate
 from idp.storage.models import CrlState, utcnow
 from tests.support.lifecycle import (
     attempt_login,
@@ -198,3 +202,22 @@ def test_pkilint_finds_no_error_in_what_the_live_trust_service_publishes(idp, mo
     der = requests.get(idp.base_url + "/ca/crl", timeout=10).content
     assert crl_reason(fetch_crl(idp), revoked.serial) == "keyCompromise"
     assert lint_crl_der(der) == []
+
+
+def test_pkilint_on_localhost_urls_flags_only_the_host_name(idp):
+    """The development issuer http://localhost:8000 puts localhost URLs in certificates.
+
+    pkilint reports them as `pkix.invalid_uri_syntax` ERRORs although RFC 3986 allows them
+    (its check wants a host with a public suffix). That is the only finding: the profile is
+    otherwise clean, and 127.0.0.1 (the test servers) or a real https host passes.
+    """
+    now = dt.datetime.now(dt.timezone.utc)
+    base = "http://localhost:8000"
+    certificate = issue_device_certificate(
+        idp.services().ca, public_key=ec.generate_private_key(ec.SECP256R1()).public_key(), serial_number=7,
+        account_ref="acct-localhost", not_before=now, not_after=now + dt.timedelta(days=1),
+        crl_url=base + "/ca/crl", ocsp_url=base + "/ca/ocsp", ca_issuers_url=base + "/ca/certificate",
+        hardware_attested=False)
+    findings = lint_certificate_der(certificate.public_bytes(Encoding.DER))
+    assert len(findings) == 3
+    assert all(f.startswith("pkix.invalid_uri_syntax (ERROR)") and "http://localhost:8000/ca/" in f for f in findings)

@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 from idp import cli
 from idp.proofing.demo_card import TestCard, cached_key
 from idp.storage.models import AuditEntry, DeviceCertificate
-from tests.support.authenticator import b64url
 from tests.support.rp import RelyingParty, TokenResult, browser_login
 from tests.support.wallet import Enrolled, Wallet, WalletError
 
@@ -241,5 +240,3 @@ def enrol_renewal(idp: Any, new_card: TestCard, *, cosigner: Enrolled | None = N
     return Enrolled(finished.enrollment_id, answer["serial"], finished.certificate_der, finished.ca_chain,
                     authenticator, finished.credential_id, finished.raw)
 
-
-__all__ = ["b64url"]
