@@ -93,7 +93,10 @@ def revoke(session: Session, device: DeviceCertificate, *, reason: str, by: str)
     new reason). Refused, with nothing changed: an unknown reason, an already revoked
     certificate, or a hold on a certificate already on hold.
     """
-    reason = crl_mod.parse_reason(reason).value  # ValueError naming the accepted reasons
+    try:
+        reason = crl_mod.parse_reason(reason).value
+    except ValueError as exc:  # names the accepted reasons
+        raise LifecycleError(str(exc)) from None
     if device.state == "revoked":
         raise LifecycleError(f"certificate {device.serial} is already revoked ({device.revocation_reason})")
     if reason == "certificateHold":
@@ -166,7 +169,7 @@ def current_crl(session: Session, ca: CertificateAuthority) -> bytes:
     waits for the lock and triggers the next re-signing).
     """
     now = utcnow()
-    state = session.get(CrlState, 1)
+    state = session.get(CrlState, 1, populate_existing=True)
     if _fresh(state, now):
         return state.der
     if state is None:
