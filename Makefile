@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run test test-sqlite test-postgres conformance bench install translations clean
+.PHONY: run test test-sqlite test-postgres conformance bench install translations messages browser-deps clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -18,11 +18,22 @@ install: $(STAMP) translations
 translations: $(STAMP)
 	$(BIN)/pybabel compile -d idp/translations --statistics
 
+# After changing any text in idp/: refresh the catalogues, then translate the new Japanese entries.
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext --no-location --sort-output -o idp/translations/messages.pot .
+	$(BIN)/pybabel update -i idp/translations/messages.pot -d idp/translations --no-fuzzy-matching --ignore-obsolete
+
+# axe-core for the browser tests' accessibility checks (tests/browser/node_modules, git-ignored).
+browser-deps:
+	@if [ -f tests/browser/node_modules/axe-core/axe.min.js ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then npm --prefix tests/browser ci --no-audit --no-fund --loglevel=error || echo "axe-core not installed: accessibility checks will be skipped"; \
+	else echo "npm not found: accessibility checks will be skipped"; fi
+
 run: install
 	$(BIN)/idp init
 	$(BIN)/idp serve --host 127.0.0.1 --port 8000
 
-test: install
+test: install browser-deps
 	$(MAKE) test-sqlite
 	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('host=127.0.0.1 port=5432 user=postgres dbname=test', connect_timeout=3).close()" 2>/dev/null; then \
 		$(MAKE) test-postgres; \

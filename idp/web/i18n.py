@@ -217,9 +217,11 @@ def ordered_claims(names: Any) -> list[str]:
 
 def client_name(client: Any) -> str:
     """An RP's display name in the page language (``client_name#ja``, OIDC Registration §2.1)."""
-    metadata = getattr(client, "metadata", None)
-    if metadata is None:
-        metadata = getattr(client, "client_metadata", None) or {}
+    metadata = getattr(client, "client_metadata", None)  # a Client row
+    if not isinstance(metadata, dict):
+        metadata = getattr(client, "metadata", None)  # a RegisteredClient
+    if not hasattr(metadata, "items"):
+        metadata = {}
     locale = current_locale()
     for key, value in metadata.items():
         if key.startswith("client_name#") and isinstance(value, str) and value:

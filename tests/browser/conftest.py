@@ -1,0 +1,194 @@
+"""Real-browser tests: Playwright (the PyPI package) driving Debian's Chromium with the
+Chrome DevTools WebAuthn virtual authenticator, against a live IdP on loopback.
+
+No browser is ever downloaded: the tests use ``/usr/bin/chromium`` (``IDP_TEST_CHROMIUM``
+may name another binary) and are skipped, with the reason, when it or Playwright is
+missing. Accessibility is checked with axe-core from ``tests/browser/node_modules``
+(``make browser-deps``); without it the check is skipped by a visible test of its own.
+Screenshots and axe reports go to ``tests/artifacts/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import RunningIdP, start_idp  # noqa: F401 - start_idp documents the model
+
+HERE = Path(__file__).resolve().parent
+ARTIFACTS = HERE.parent / "artifacts"
+AXE_JS = HERE / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM = os.environ.get("IDP_TEST_CHROMIUM") or "/usr/bin/chromium"
+LAUNCH_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
+BLOCKING = ("serious", "critical")
+TIMEOUT_MS = 20_000
+
+
+def _chromium_or_skip() -> str:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("the playwright Python package is not installed (pip install -e '.[test]')")
+    path = CHROMIUM if os.path.isabs(CHROMIUM) else shutil.which(CHROMIUM)
+    if not path or not os.access(path, os.X_OK):
+        pytest.skip(f"Chromium not found at {CHROMIUM}: install Debian's package (apt-get install -y chromium); "
+                    "browser tests never download a browser")
+    return path
+
+
+def start_localhost_idp(tmp: Path, jpki_ca: Any) -> Iterator[RunningIdP]:
+    """Like ``tests.conftest.start_idp``, but the issuer is ``http://localhost:PORT``: a WebAuthn
+    RP ID must be a domain, never an IP address, so a real browser refuses ``127.0.0.1``."""
+    import threading
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from werkzeug.serving import make_server
+
+    from idp import create_app
+    from idp.context import initialise
+    from idp.settings import Settings
+    from tests.conftest import _database_url, _LateApp
+
+    late = _LateApp()
+    server = make_server("127.0.0.1", 0, late, threaded=True)
+    base_url = f"http://localhost:{server.server_port}"
+    anchors = tmp / "jpki"
+    anchors.mkdir(parents=True, exist_ok=True)
+    (anchors / "root.pem").write_bytes(jpki_ca.certificate.public_bytes(Encoding.PEM))
+    database_url, drop = _database_url(tmp)
+    settings = Settings.from_env({
+        "IDP_ISSUER": base_url, "IDP_KEYS_DIR": str(tmp / "keys"), "IDP_INSTANCE_DIR": str(tmp / "instance"),
+        "IDP_DATABASE_URL": database_url, "IDP_JPKI_TRUST_ANCHORS": str(anchors),
+        "IDP_RATE_LIMIT_PER_MINUTE": "0", "IDP_ALLOW_SYNCED_KEYS": "0",
+    }, testing=True)
+    initialise(settings)
+    app = create_app(settings)
+    late.app = app
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield RunningIdP(base_url=base_url, app=app, settings=settings, jpki_ca=jpki_ca)
+    finally:
+        server.shutdown()
+        app.extensions["idp"].db.dispose()
+        if drop:
+            drop()
+
+
+@pytest.fixture(scope="module")
+def browser_idp(tmp_path_factory: pytest.TempPathFactory, jpki_ca: Any) -> Iterator[RunningIdP]:
+    """A fresh IdP for this module at http://localhost:PORT (development mode: the demo is on)."""
+    _chromium_or_skip()
+    yield from start_localhost_idp(tmp_path_factory.mktemp("browser-idp"), jpki_ca)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    path = _chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=path, args=LAUNCH_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class Person:
+    """One browser profile (context) with one page and, optionally, a virtual authenticator."""
+
+    context: Any
+    page: Any
+    cdp: Any = None
+    authenticator_id: str | None = None
+    console_errors: list[str] = field(default_factory=list)
+
+    def add_authenticator(self) -> str:
+        """A platform authenticator with user verification: the phone's secure area."""
+        self.cdp = self.context.new_cdp_session(self.page)
+        self.cdp.send("WebAuthn.enable")
+        answer = self.cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+            "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
+            "hasUserVerification": True, "isUserVerified": True, "automaticPresenceSimulation": True}})
+        self.authenticator_id = answer["authenticatorId"]
+        return self.authenticator_id
+
+    def credentials(self) -> list[dict[str, Any]]:
+        return self.cdp.send("WebAuthn.getCredentials", {"authenticatorId": self.authenticator_id})["credentials"]
+
+    def import_credential(self, credential: dict[str, Any]) -> None:
+        """Put another authenticator's credential into this one (the same phone key on another screen)."""
+        self.cdp.send("WebAuthn.addCredential", {"authenticatorId": self.authenticator_id,
+                                                 "credential": credential})
+
+
+@pytest.fixture
+def new_person(chromium: Any) -> Iterator[Any]:
+    """Factory: ``new_person(locale="ja-JP", authenticator=True)`` → :class:`Person`."""
+    opened: list[Any] = []
+
+    def make(locale: str = "ja-JP", authenticator: bool = True) -> Person:
+        context = chromium.new_context(locale=locale, viewport={"width": 1280, "height": 900},
+                                       accept_downloads=True)
+        context.set_default_timeout(TIMEOUT_MS)
+        opened.append(context)
+        page = context.new_page()
+        person = Person(context, page)
+        page.on("console", lambda m: person.console_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: person.console_errors.append(f"page error: {e}"))
+        if authenticator:
+            person.add_authenticator()
+        return person
+
+    yield make
+    for context in opened:
+        context.close()
+
+
+class Axe:
+    """axe-core in the page: every serious or critical violation fails the test."""
+
+    def __init__(self) -> None:
+        self.available = AXE_JS.exists()
+        self.checked: list[str] = []
+
+    def check(self, page: Any, name: str) -> list[dict[str, Any]]:
+        if not self.available:
+            return []
+        page.add_script_tag(path=str(AXE_JS))
+        result = page.evaluate("""async (tags) => {
+            const r = await axe.run(document, {runOnly: {type: 'tag', values: tags}, resultTypes: ['violations']});
+            return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                          nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}));
+        }""", AXE_TAGS)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / f"axe-{name}.json").write_text(json.dumps({"url": page.url, "violations": result}, indent=2))
+        self.checked.append(name)
+        blocking = [v for v in result if v["impact"] in BLOCKING]
+        assert not blocking, f"axe-core on {name} ({page.url}): {json.dumps(blocking, indent=1)}"
+        return result
+
+
+@pytest.fixture
+def axe() -> Axe:
+    return Axe()
+
+
+def shot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
