@@ -136,8 +136,10 @@ def _verify_jpki(jpki: dict[str, Any], challenge: bytes, spki_der: bytes) -> Ver
         raise InvalidRequest(f"jpki.chain must be a list of at most {MAX_CHAIN} certificates")
     chain_der = [b64_decode(item, "jpki.chain[]") for item in chain]
     signature = b64_decode(jpki.get("signature"), "jpki.signature", max_bytes=1024)
+    trust = services().jpki
+    trust.refresh_crls_if_changed(services().settings.jpki_crls)
     try:
-        verified = services().jpki.verify(certificate, chain_der)
+        verified = trust.verify(certificate, chain_der)
         verify_binding_signature(verified, binding_message(challenge, spki_der), signature)
     except JpkiError as exc:
         raise EnrollmentRefused(f"JPKI: {exc.description}", error=f"jpki_{exc.code}") from None

@@ -210,3 +210,19 @@ def test_corrupt_or_untrusted_crl_is_a_clear_error_and_changes_nothing(server, m
 
 def test_refresh_without_configured_crls(idp, monkeypatch):
     assert "IDP_JPKI_CRLS is not set" in run_cli(idp, monkeypatch, "jpki", "refresh-crls").error_line
+
+
+def test_replaced_crl_files_are_picked_up_without_restart(server, monkeypatch):
+    """A card J-LIS revoked is refused at enrolment once its CRL lands, with no operator command."""
+    import idp.proofing.jpki as jpki_module
+
+    card = server.card()
+    monkeypatch.setattr(jpki_module, "CRL_RECHECK_SECONDS", 0.0)
+    publish(server, "zz-fresh", [(card.serial_number, x509.ReasonFlags.affiliation_changed)])
+    try:
+        with pytest.raises(WalletError) as refused:
+            server.wallet().enroll(card)
+        assert refused.value.error == "jpki_revoked"
+    finally:
+        (server.settings.jpki_crls / "zz-fresh.pem").unlink()
+        server.services().jpki.refresh_crls_if_changed(server.settings.jpki_crls)

@@ -29,7 +29,7 @@ def init_app(app: Flask) -> None:
         if session is None:
             return response
         try:
-            if response.status_code < 400 or g.get("commit_despite_error"):
+            if response.status_code < 400 or (response.status_code < 500 and g.get("commit_despite_error")):
                 session.commit()
             else:
                 session.rollback()

@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ MIN_RSA_BITS = 2048
 MAX_ADDRESS_LENGTH = 200
 GENDERS = frozenset({"1", "2", "3"})
 BINDING_PREFIX = b"jpki-enroll-v1:"
+CRL_RECHECK_SECONDS = 60.0
 
 _DATE_OF_BIRTH = re.compile(r"[0-5][0-9]{8}")  # ASCII only: \d would accept any Unicode digit
 _SUBSTITUTION = re.compile(r"[0-9]*")
@@ -173,6 +175,8 @@ class JpkiTrustStore:
         self._anchors = tuple(anchors)
         self._store = Store(list(self._anchors)) if self._anchors else None
         self._revocations = self._index_crls(crls)
+        self._crl_checked = time.monotonic()
+        self._crl_fingerprint: tuple[tuple[str, int, int], ...] | None = None
         if self._store is None:
             logger.warning("no JPKI trust anchors configured: every JPKI certificate will be refused")
 
@@ -186,6 +190,7 @@ class JpkiTrustStore:
         """
         certificates = [c for path in _files(anchors) for c in _read_certificates(path)]
         store = cls(certificates, _read_crl_files(crls))
+        store._crl_fingerprint = _fingerprint(crls)
         logger.info("loaded %d JPKI trust anchors", len(certificates))
         return store
 
@@ -197,6 +202,27 @@ class JpkiTrustStore:
         """
         self._revocations = self._index_crls(_read_crl_files(crls))
         return self.revoked_serials()
+
+    def refresh_crls_if_changed(self, crls: Path | None) -> None:
+        """Pick up CRL files an operator replaced, at most once per CRL_RECHECK_SECONDS.
+
+        Every worker re-reads changed files itself, so a card revoked by J-LIS is refused
+        everywhere within a minute, without a restart. A broken new file keeps the
+        previous CRLs in force (logged), never opening the gate.
+        """
+        now = time.monotonic()
+        if crls is None or now - self._crl_checked < CRL_RECHECK_SECONDS:
+            return
+        self._crl_checked = now
+        fingerprint = _fingerprint(crls)
+        if fingerprint == self._crl_fingerprint:
+            return
+        try:
+            self.reload_crls(crls)
+        except JpkiError as exc:
+            logger.warning("JPKI CRLs not reloaded: %s", exc.description)
+            return
+        self._crl_fingerprint = fingerprint
 
     def revoked_serials(self) -> list[RevokedEntry]:
         """Every entry of the loaded CRLs."""
@@ -445,6 +471,10 @@ def _reason(entry: x509.RevokedCertificate) -> str | None:
         return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
     except x509.ExtensionNotFound:
         return None
+
+
+def _fingerprint(location: Path | None) -> tuple[tuple[str, int, int], ...]:
+    return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in _files(location))
 
 
 def _files(location: Path | None) -> list[Path]:
