@@ -34,11 +34,13 @@ def check_url(url: str, *, allow_http_loopback: bool) -> None:
     raise FetchError(f"{url} must be an https URL")
 
 
-def fetch_json(url: str, *, allow_http_loopback: bool) -> Any:
+def fetch_bytes(url: str, *, allow_http_loopback: bool, accept: str = "application/json",
+                timeout: float = TIMEOUT_SECONDS) -> bytes:
+    """GET ``url`` (no fragment, no redirects, capped size); a non-200 answer is a FetchError."""
     check_url(url, allow_http_loopback=allow_http_loopback)
     try:
-        with requests.get(url, timeout=TIMEOUT_SECONDS, allow_redirects=False, stream=True,
-                          headers={"Accept": "application/json"}) as response:
+        with requests.get(url, timeout=timeout, allow_redirects=False, stream=True,
+                          headers={"Accept": accept}) as response:
             if response.status_code != 200:
                 raise FetchError(f"{url} answered HTTP {response.status_code}")
             body = b""
@@ -48,6 +50,11 @@ def fetch_json(url: str, *, allow_http_loopback: bool) -> Any:
                     raise FetchError(f"{url} is larger than {MAX_BYTES} bytes")
     except requests.RequestException as exc:
         raise FetchError(f"{url} could not be fetched ({type(exc).__name__})") from exc
+    return body
+
+
+def fetch_json(url: str, *, allow_http_loopback: bool) -> Any:
+    body = fetch_bytes(url, allow_http_loopback=allow_http_loopback)
     try:
         return json.loads(body)
     except ValueError as exc:

@@ -6,6 +6,10 @@ reason, anything the category policy forbids or the pairwise rules cannot serve:
 several redirect hosts without a ``sector_identifier_uri`` (OIDC Core §8.1), a
 ``sector_identifier_uri`` whose list misses a redirect URI, a fragment in a redirect
 URI (RFC 6749 §3.1.2), a ``public`` subject type (every client here is pairwise).
+
+RFC 7592: the registration access token reads (§2.1) and deletes (§2.3) the client. A
+deleted client is kept, marked, for the audit trail and the disclosure log, but it no
+longer exists for any protocol endpoint and its tokens are revoked.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import urldefrag, urlsplit
 
 from authlib.oauth2.rfc6749 import ClientMixin, list_to_scope, scope_to_list
 from sqlalchemy.orm import Session
@@ -31,6 +35,8 @@ from idp.storage.models import Client
 
 SIGNING_ALGS = ("ES256", "RS256")
 REQUEST_OBJECT_ALGS = ("ES256", "RS256", "PS256")
+UNSIGNED_REQUEST_OBJECT = "none"  # OIDC Core §6.1: an unsigned request object is allowed
+DELETED_MARK = "_deleted_at"
 SCOPES = ("openid", "profile", "address", "email", "phone", "offline_access", "age")
 URI_FIELDS = ("logo_uri", "client_uri", "policy_uri", "tos_uri", "initiate_login_uri")
 STRING_FIELDS = ("client_name", "purpose", "software_id", "software_version")
@@ -50,6 +56,10 @@ class RegisteredClient(ClientMixin):
     @property
     def client_id(self) -> str:
         return self.row.client_id
+
+    @property
+    def deleted(self) -> bool:
+        return DELETED_MARK in self.row.client_metadata
 
     @property
     def metadata(self) -> Mapping[str, Any]:
@@ -181,10 +191,19 @@ def validate_metadata(body: Any, *, policy: Policy, allow_http_loopback: bool) -
             meta[key] = value
     for uri in meta.get("post_logout_redirect_uris", []):
         _check_uri("post_logout_redirect_uris", uri, allow_http_loopback)
+    for uri in meta.get("request_uris", []):
+        # OIDC Core §6.2: the fragment may carry a hash of the content; the rest is fetched.
+        _check_uri("request_uris", urldefrag(uri)[0], allow_http_loopback)
     if "backchannel_logout_uri" in body:
+        # Back-Channel Logout 1.0 §2.2: absolute URI, no fragment; fetched like any RP URL.
         _check_uri("backchannel_logout_uri", body["backchannel_logout_uri"], allow_http_loopback)
         meta["backchannel_logout_uri"] = body["backchannel_logout_uri"]
-        meta["backchannel_logout_session_required"] = bool(body.get("backchannel_logout_session_required", False))
+        required = body.get("backchannel_logout_session_required", False)
+        if not isinstance(required, bool):
+            raise InvalidClientMetadata("backchannel_logout_session_required must be a boolean")
+        meta["backchannel_logout_session_required"] = required
+    elif "backchannel_logout_session_required" in body:
+        raise InvalidClientMetadata("backchannel_logout_session_required needs a backchannel_logout_uri")
     return meta
 
 
@@ -243,7 +262,7 @@ def _keys(body: Mapping[str, Any], meta: dict[str, Any], allow_http_loopback: bo
 def _algorithms(body: Mapping[str, Any], meta: dict[str, Any]) -> None:
     for key, allowed in (("id_token_signed_response_alg", SIGNING_ALGS),
                          ("userinfo_signed_response_alg", SIGNING_ALGS),
-                         ("request_object_signing_alg", REQUEST_OBJECT_ALGS),
+                         ("request_object_signing_alg", REQUEST_OBJECT_ALGS + (UNSIGNED_REQUEST_OBJECT,)),
                          ("token_endpoint_auth_signing_alg", REQUEST_OBJECT_ALGS)):
         if key in body:
             if body[key] not in allowed:
@@ -306,9 +325,22 @@ def create_client(session: Session, meta: dict[str, Any]) -> tuple[Client, dict[
     return row, issued
 
 
+def delete_client(session: Session, row: Client) -> None:
+    """RFC 7592 §2.3: the client_id, secret and registration token stop working; its tokens
+    are revoked. The row stays (marked) so the audit trail and disclosure log keep their subject."""
+    from sqlalchemy import update
+
+    from idp.storage.models import Token
+
+    row.client_metadata = {**row.client_metadata, DELETED_MARK: int(time.time())}
+    row.client_secret = None
+    row.registration_access_token_hash = ""
+    session.execute(update(Token).where(Token.client_id == row.client_id).values(revoked=True))
+
+
 def client_information(row: Client, registration_client_uri: str) -> dict[str, Any]:
     """RFC 7591 §3.2.1 / RFC 7592 §3: the metadata as registered, never the stored secret hash."""
-    info = dict(row.client_metadata)
+    info = {k: v for k, v in row.client_metadata.items() if not k.startswith("_")}
     info.update(client_id=row.client_id, client_id_issued_at=row.client_id_issued_at,
                 registration_client_uri=registration_client_uri)
     if row.client_secret:

@@ -9,6 +9,10 @@ Order of work, each step a small function:
 4. decide: a valid session and remembered consent answer at once; ``prompt=none``
    without them answers ``login_required`` / ``consent_required``; otherwise a
    transaction is opened and the browser goes to ``/login`` or ``/consent``.
+
+A request object (``request`` / ``request_uri``, OIDC Core §6) is merged into the
+parameters before step 2, so its values (``redirect_uri`` included) are the ones
+validated. Error descriptions are restricted to the characters RFC 6749 §4.1.2.1 allows.
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ from idp.consent import consent_covers, find_consent
 from idp.context import services
 from idp.errors import UnsafeAuthorizationRequest
 from idp.oidc import claims as claims_mod
+from idp.oidc import request_object
 from idp.oidc.par import PUSHED_MARK, take_pushed_request
-from idp.oidc.server import AuthorizedUser
+from idp.oidc.server import AuthorizedUser, query_client
 from idp.oidc.session import current_db
 from idp.privacy import contains_individual_number
-from idp.storage.models import AuthorizationTransaction, utcnow
+from idp.policy import ACR_ORDER
+from idp.storage.models import AuthorizationTransaction, SessionClient, utcnow
 from idp.web import browser
 
 TRANSACTION_LIFETIME = timedelta(minutes=10)
@@ -83,8 +89,17 @@ class AuthorizationServerRequest(OAuth2Request):
         return self.payload.data
 
 
+def safe_description(text: str) -> str:
+    """RFC 6749 §4.1.2.1 / §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E only."""
+    cleaned = "".join(ch if ch in _ALLOWED_DESCRIPTION else "?" for ch in text.replace('"', "'").replace("\\", "/"))
+    return cleaned[:300] or "error"
+
+
+_ALLOWED_DESCRIPTION = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\"}
+
+
 def error_redirect(redirect_uri: str, error: str, description: str, state: str | None) -> Response:
-    params = [("error", error), ("error_description", description)]
+    params = [("error", error), ("error_description", safe_description(description))]
     if state:
         params.append(("state", state))
     params.append(("iss", services().settings.issuer))
@@ -113,6 +128,9 @@ def validate(params: dict[str, Any], datalist: Mapping[str, list[Any]] | None, e
             raise RedirectableError(exc.redirect_uri, exc.error, exc.get_error_description() or exc.error,
                                     params.get("state")) from None
         raise UnsafeAuthorizationRequest(exc.description or exc.error) from None
+    except ValueError:
+        # authlib refuses to build an error echoing characters RFC 6749 §4.1.2.1 forbids
+        raise UnsafeAuthorizationRequest("malformed authorization request") from None
     client: RegisteredClient = grant.client
     redirect_uri = grant.redirect_uri or params.get("redirect_uri") or client.get_default_redirect_uri()
     checked = Checked(params=params, client=client, redirect_uri=redirect_uri, grant=grant, pushed=pushed)
@@ -148,11 +166,10 @@ def check_response_mode(c: Checked) -> None:
 
 
 def check_request_object(c: Checked) -> None:
-    """Request objects by value or reference are not processed (OIDC Core §6.1, §6.2)."""
-    if "request" in c.params:
-        raise AuthorizationError("request_not_supported", "the request parameter is not supported")
-    if "request_uri" in c.params:
-        raise AuthorizationError("request_uri_not_supported", "request_uri is supported for pushed requests only")
+    """Request objects were merged before validation (:func:`with_request_object`); one that
+    is still here came from a pushed request or a nested object, which §6 does not allow."""
+    if "request" in c.params or "request_uri" in c.params:
+        raise AuthorizationError("invalid_request", "a request object cannot carry another request object")
 
 
 def check_openid_scope(c: Checked) -> None:
@@ -215,6 +232,13 @@ def check_id_token_hint(c: Checked) -> None:
     c.hint_sub = token.claims.get("sub")
 
 
+def check_acr_request(c: Checked) -> None:
+    """OIDC Core §5.5.1.1: an essential ``acr`` must name values this OP can reach."""
+    essential = essential_acr_values(c.claims_request)
+    if essential is not None and not set(essential) & set(ACR_ORDER):
+        raise AuthorizationError("access_denied", "none of the essential acr values can be met")
+
+
 def check_policy(c: Checked) -> None:
     """Category rules at authorization (PROTOCOL §5): pushed requests where the policy says."""
     rules = services().policy[c.client.category]
@@ -236,6 +260,7 @@ CHECKS: tuple[Callable[[Checked], None], ...] = (
     check_claims_parameter,
     check_no_individual_number,
     check_id_token_hint,
+    check_acr_request,
     check_policy,
 )
 
@@ -263,23 +288,63 @@ def consented_scopes(params: Mapping[str, Any]) -> list[str]:
     return [s for s in scope_to_list(params.get("scope") or "") or [] if s == "offline_access"]
 
 
+def essential_acr_values(claims_request: Mapping[str, Any] | None) -> list[str] | None:
+    """The ``values`` of an essential ``acr`` request in ``claims.id_token`` (§5.5.1.1), else None."""
+    spec = ((claims_request or {}).get("id_token") or {}).get("acr")
+    if not isinstance(spec, dict) or spec.get("essential") is not True:
+        return None
+    values = spec.get("values") if isinstance(spec.get("values"), list) else [spec.get("value")]
+    return [v for v in values if isinstance(v, str)]
+
+
+def wanted_acr_rank(c: Checked) -> int:
+    """The lowest rank in ACR_ORDER that answers ``acr_values`` / an essential ``acr`` (-1: any)."""
+    wanted = essential_acr_values(c.claims_request) or (c.params.get("acr_values") or "").split()
+    ranks = [ACR_ORDER.index(v) for v in wanted if v in ACR_ORDER]
+    return min(ranks) if ranks else -1
+
+
+def acr_rank(acr: str | None) -> int:
+    return ACR_ORDER.index(acr) if acr in ACR_ORDER else -1
+
+
 def session_satisfies(c: Checked, session: browser.SessionView | None) -> bool:
-    if session is None or "login" in c.prompts:
-        return False
+    """OIDC Core §3.1.2.1: ``prompt=login``, ``max_age``, ``id_token_hint`` and the requested
+    ``acr`` decide whether the current session may answer without a new login."""
+    if session is None or c.prompts & {"login", "select_account"}:
+        return False  # select_account: a fresh device sign-in is how a person picks the account
     if c.max_age is not None and time.time() - session.auth_time > c.max_age:
         return False
     if c.hint_sub is not None:
         sub = claims_mod.subject(session.account_id, c.client.sector, services().pairwise_salt)
         if sub != c.hint_sub:
             return False
+    if acr_rank(session.acr) < wanted_acr_rank(c) and "none" not in c.prompts:
+        return False  # a voluntary acr a new login may reach; prompt=none answers with what is there
     return True
 
 
 def issue_code(c: Checked, user: AuthorizedUser) -> Response:
+    """The code response (§3.1.2.5); records the client in the browser session for logout."""
+    essential = essential_acr_values(c.claims_request)
+    if essential is not None and user.acr not in essential:
+        return error_redirect(c.redirect_uri, "access_denied", "the essential acr could not be met",
+                              c.params.get("state"))
     server = services_server()
     user.nonce = c.params.get("nonce")
+    remember_session_client(c.client.client_id)
     return server.create_authorization_response(
         request=AuthorizationServerRequest(c.params), grant_user=user, grant=c.grant)
+
+
+def remember_session_client(client_id: str) -> None:
+    """Back-Channel Logout 1.0 §2.7: which RPs this browser session signed in to."""
+    session = browser.current_session()
+    if session is None:
+        return
+    db = current_db()
+    if db.get(SessionClient, (session.row.id, client_id)) is None:
+        db.add(SessionClient(session_id=session.row.id, client_id=client_id))
 
 
 def authorized_user(session: browser.SessionView, c: Checked) -> AuthorizedUser:
@@ -288,12 +353,34 @@ def authorized_user(session: browser.SessionView, c: Checked) -> AuthorizedUser:
                           claims_request=c.claims_request)
 
 
+def with_request_object(params: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``request`` / ``request_uri`` (OIDC Core §6). A failure is redirected to the
+    query's redirect URI when that one is registered, otherwise shown as an error page."""
+    client = query_client(params.get("client_id"))  # type: ignore[arg-type]
+    if client is None:
+        raise UnsafeAuthorizationRequest("unknown client")
+    try:
+        return request_object.resolve(params, client)
+    except request_object.RequestObjectError as exc:
+        redirect_uri = params.get("redirect_uri")
+        if redirect_uri is None:
+            redirect_uri = client.get_default_redirect_uri()
+        elif not client.check_redirect_uri(redirect_uri):
+            redirect_uri = None
+        if not redirect_uri:
+            raise UnsafeAuthorizationRequest(f"{exc.error}: {exc.description}") from None
+        raise RedirectableError(redirect_uri, exc.error, exc.description, params.get("state") or exc.state) from None
+
+
 def handle() -> Response:
-    params, datalist = collect_params()
+    params, collected = collect_params()
     params, pushed = take_pushed_request(params)
+    datalist: dict[str, list[Any]] | None = None if pushed else collected
     session = browser.current_session()
     try:
-        c = validate(params, datalist if not pushed else None, session.account if session else None,
+        if not pushed and request_object.carries_request_object(params):
+            params, datalist = with_request_object(params), None
+        c = validate(params, datalist, session.account if session else None,
                      pushed=pushed)
     except RedirectableError as exc:
         return exc.response()

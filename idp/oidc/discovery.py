@@ -1,10 +1,17 @@
-"""OpenID Provider metadata (OIDC Discovery 1.0 §3, RFC 8414 §2): advertise only what works."""
+"""OpenID Provider metadata (OIDC Discovery 1.0 §3, RFC 8414 §2): advertise only what works.
+
+Every value here is exercised by a module of ``python -m conformance.run`` (conformance/README.md):
+request objects by value and by registered reference, signed (ES256/RS256/PS256) or
+unsigned (``none``, OIDC Core §6.1); RP-Initiated Logout 1.0 (``end_session_endpoint``);
+Back-Channel Logout 1.0 with per-client ``sid`` (``backchannel_logout_session_supported``);
+RFC 7592 client read and delete at ``registration_client_uri``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from idp.clients.registry import REQUEST_OBJECT_ALGS, SCOPES, SIGNING_ALGS
+from idp.clients.registry import REQUEST_OBJECT_ALGS, SCOPES, SIGNING_ALGS, UNSIGNED_REQUEST_OBJECT
 from idp.context import services
 from idp.oidc.claims import SCOPE_CLAIMS
 from idp.policy import ACR_ORDER
@@ -36,7 +43,7 @@ def metadata() -> dict[str, Any]:
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": list(SIGNING_ALGS),
         "userinfo_signing_alg_values_supported": list(SIGNING_ALGS),
-        "request_object_signing_alg_values_supported": list(REQUEST_OBJECT_ALGS),
+        "request_object_signing_alg_values_supported": [UNSIGNED_REQUEST_OBJECT, *REQUEST_OBJECT_ALGS],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "token_endpoint_auth_signing_alg_values_supported": list(REQUEST_OBJECT_ALGS),
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
@@ -44,16 +51,19 @@ def metadata() -> dict[str, Any]:
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": claims,
         "claims_parameter_supported": True,
-        "request_parameter_supported": False,
-        "request_uri_parameter_supported": False,
+        "request_parameter_supported": True,
+        "request_uri_parameter_supported": True,
+        "require_request_uri_registration": True,
         "require_pushed_authorization_requests": False,
         "authorization_response_iss_parameter_supported": True,
         "acr_values_supported": list(ACR_ORDER),
         "display_values_supported": ["page", "popup", "touch"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "ui_locales_supported": ["ja", "en"],
         "claims_locales_supported": ["ja"],
         "claim_types_supported": ["normal"],
         "frontchannel_logout_supported": False,
-        "backchannel_logout_supported": False,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
         "service_documentation": url("/"),
     }

@@ -3,7 +3,8 @@
 The client pushes its parameters over an authenticated back channel (§2.1) and gets a
 one-time ``request_uri`` (§2.2) to send through the browser. Parameters then come only
 from the pushed request (§4); a pushed request is marked so the category policy can
-require it (PROTOCOL §5, financial).
+require it (PROTOCOL §5, financial). A pushed ``request`` object is verified and merged
+when it is pushed (§3), so only plain parameters are stored.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def push() -> ResponseReturnValue:
         raise InvalidRequest("request_uri must not be pushed (RFC 9126 §2.1)")
     if params.setdefault("client_id", client.client_id) != client.client_id:
         raise InvalidRequest("client_id does not match the authenticated client")
+    if "request" in params:  # RFC 9126 §3: a request object may be pushed
+        from idp.oidc import request_object
+
+        try:
+            params = request_object.resolve(params, client)
+        except request_object.RequestObjectError as exc:
+            raise ProtocolError(exc.description, error=exc.error) from None
     try:
         validate(params, None, None, pushed=True)
     except RedirectableError as exc:

@@ -18,7 +18,8 @@ from typing import Any
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import (
     AuthorizationCodeMixin,
-    InvalidGrantError,
+    InvalidClientError,
+    InvalidRequestError,
     OAuth2Request,
     TokenMixin,
     grants,
@@ -34,10 +35,11 @@ from authlib.oidc.core import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
 from flask import Flask, g
 from joserfc import jwt
+from joserfc.errors import JoseError
 from sqlalchemy import select, update
 
-from idp.clients.keys import client_key_resolver
-from idp.clients.registry import RegisteredClient
+from idp.clients.keys import ClientKeyError, client_key_resolver
+from idp.clients.registry import REQUEST_OBJECT_ALGS, RegisteredClient
 from idp.context import services
 from idp.oidc import claims as claims_mod
 from idp.oidc.session import current_db
@@ -137,7 +139,10 @@ def query_client(client_id: str) -> RegisteredClient | None:
     if not isinstance(client_id, str) or len(client_id) > 64:
         return None
     row = current_db().get(Client, client_id)
-    return RegisteredClient(row) if row else None
+    if row is None:
+        return None
+    client = RegisteredClient(row)
+    return None if client.deleted else client
 
 
 def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
@@ -248,13 +253,23 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
-    """private_key_jwt (OIDC Core §9): ``aud`` may be the issuer or the token endpoint URL."""
+    """private_key_jwt (OIDC Core §9): ``aud`` may be the issuer or the URL of the endpoint
+    it is sent to; signed with one of ``token_endpoint_auth_signing_alg_values_supported``
+    (ES256, RS256, PS256), or exactly the client's registered ``token_endpoint_auth_signing_alg``."""
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
     def get_audiences(self) -> list[str]:
         settings = services().settings
-        return [settings.issuer, settings.url("/token"), settings.url("/par")]
+        return [settings.issuer, *(settings.url(path) for path in ("/token", "/par", "/revoke", "/introspect"))]
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=list(REQUEST_OBJECT_ALGS))
+        except JoseError as exc:
+            raise InvalidClientError(description=safe_text(exc.description or exc.error)) from None
+        self.verify_claims(token.claims)
+        return token.claims
 
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
         from idp.oidc.replay import remember_once
@@ -262,7 +277,20 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return remember_once(f"jti:{claims['sub']}:{jti}", JTI_CACHE_SECONDS)
 
     def resolve_client_public_key(self, client: RegisteredClient):  # type: ignore[no-untyped-def]
-        return client_key_resolver(client)
+        resolve = client_key_resolver(client)
+        registered = client.metadata.get("token_endpoint_auth_signing_alg")
+
+        def checked(token: Any) -> Any:
+            if registered and token.headers().get("alg") != registered:
+                raise ClientKeyError(f"this client registered token_endpoint_auth_signing_alg {registered}")
+            return resolve(token)
+
+        return checked
+
+
+def safe_text(text: str) -> str:
+    """An error description within RFC 6749 §5.2's character set."""
+    return "".join(ch if 0x20 <= ord(ch) <= 0x7E and ch not in '"\\' else "?" for ch in str(text))[:300]
 
 
 class OpenIDConnectCode(OpenIDCode):
@@ -380,12 +408,21 @@ def _expires_in(client: RegisteredClient, grant_type: str) -> int:
 
 
 class Server(AuthorizationServer):
-    """Accepts requests rebuilt from stored parameters (a resumed transaction, a pushed request)."""
+    """Accepts requests rebuilt from stored parameters (a resumed transaction, a pushed request);
+    answers every token-endpoint failure with an RFC 6749 §5.2 error, never a 500."""
 
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         if isinstance(request, OAuth2Request):
             return request
         return super().create_oauth2_request(request)
+
+    def create_token_response(self, request: Any = None) -> Any:
+        try:
+            return super().create_token_response(request)
+        except ValueError:
+            # authlib refuses to build an error whose description would echo characters
+            # RFC 6749 §5.2 forbids (e.g. a grant_type with a quote): answer plainly.
+            return self.handle_error_response(None, InvalidRequestError("malformed token request"))
 
 
 def create_server(app: Flask) -> AuthorizationServer:

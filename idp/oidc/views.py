@@ -156,13 +156,31 @@ def register() -> ResponseReturnValue:
 @bp.get("/register/<client_id>")
 def read_client(client_id: str) -> ResponseReturnValue:
     """RFC 7592 §2.1: read with the registration access token."""
+    row = _registered_row(client_id)
+    return _no_store(jsonify(client_information(row, services().settings.url(f"/register/{row.client_id}"))))
+
+
+@bp.delete("/register/<client_id>")
+def delete_client(client_id: str) -> ResponseReturnValue:
+    """RFC 7592 §2.3: delete with the registration access token; 204 No Content."""
+    from idp.clients.registry import delete_client as delete
+
+    row = _registered_row(client_id)
+    delete(current_db(), row)
+    audit.record(current_db(), "client.deleted", client=row.client_id)
+    return Response(status=204, headers={"Cache-Control": "no-store"})
+
+
+def _registered_row(client_id: str) -> Client:
+    """The client named in the path, authenticated by its registration access token (RFC 7592 §2)."""
     header = request.headers.get("Authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else ""
     row = current_db().get(Client, client_id) if len(client_id) <= 64 else None
-    if not token or row is None or not hmac.compare_digest(row.registration_access_token_hash, digest(token)):
+    if (not token or row is None or not row.registration_access_token_hash
+            or not hmac.compare_digest(row.registration_access_token_hash, digest(token))):
         raise Unauthorized("invalid registration access token",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    return _no_store(jsonify(client_information(row, services().settings.url(f"/register/{row.client_id}"))))
+    return row
 
 
 @bp.route("/logout", methods=["GET", "POST"])
