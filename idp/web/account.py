@@ -246,7 +246,12 @@ def login_assertion() -> ResponseReturnValue:
 def logout() -> ResponseReturnValue:
     session = _require_session()
     _check_csrf(session, "logout")
-    browser.end_session()
+    try:  # RP-Initiated Logout's helper also sends back-channel logout tokens to the RPs
+        from idp.oidc.logout import end_and_notify
+    except ImportError:
+        browser.end_session()
+    else:
+        end_and_notify(None)
     audit.record(current_db(), "account.signed_out", account=session.account_id)
     return redirect(url_for("account.overview", notice="signed_out"), code=303)
 
