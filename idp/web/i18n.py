@@ -20,6 +20,7 @@ and an installed wheel all speak Japanese without a manual step.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -318,7 +319,7 @@ def ensure_compiled(app: Flask) -> list[str]:
 
 
 def _write_atomically(path: Path, catalog: Any, write_mo: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{time.monotonic_ns()}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     with temporary.open("wb") as out:
         write_mo(out, catalog)
     temporary.replace(path)
