@@ -41,6 +41,7 @@ ENROLLMENT_LIFETIME = timedelta(seconds=300)
 ACTIVATION_LIFETIME = timedelta(seconds=600)
 MAX_CHAIN = 4
 BINARY_MEMBERS = ("credential", "jpki", "renewal")
+MODEL_HINT_MAX = 120
 
 bp = Blueprint("enroll", __name__)
 
@@ -102,6 +103,7 @@ def finish() -> ResponseReturnValue:
     device = lifecycle.issue(session, ca=svc.ca, settings=svc.settings, account_id=account.id,
                              credential=registered, user_handle=enrollment.user_handle,
                              jpki_not_after=verified.not_after, jpki_binding_id=binding.id)
+    device.model_hint = _model_hint(body.get("model_hint"))
     enrollment.state = "finished"
     enrollment.device_serial = device.serial
     enrollment.activation_challenge = secrets.token_bytes(32)
@@ -119,6 +121,14 @@ def finish() -> ResponseReturnValue:
     })
     response.status_code = 201
     return response
+
+
+def _model_hint(value: Any) -> str:
+    """What the wallet app says the phone is ("Pixel 9"), for the person's device list only."""
+    if not isinstance(value, str):
+        return ""
+    printable = "".join(ch for ch in value if ch.isprintable())
+    return printable.strip()[:MODEL_HINT_MAX]
 
 
 def _b64(data: bytes) -> str:

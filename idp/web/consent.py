@@ -14,9 +14,10 @@ from typing import Any
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, jsonify, render_template, request
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from idp import audit
 from idp.consent import grant_consent
 from idp.context import services
 from idp.errors import AccessDenied, ProtocolError
@@ -103,6 +104,9 @@ def _finish(txn: AuthorizationTransaction, session: browser.SessionView) -> Resp
 
 @bp.get("/consent")
 def consent_page() -> ResponseReturnValue:
+    pending = load_transaction(request.args.get("txn"))
+    if pending.state == "pending" and browser.same_browser(pending.browser_binding):
+        return redirect(url_for("login.login_page", txn=pending.id))  # not signed yet: back to sign-in
     txn, session = _authenticated_transaction(request.args.get("txn"))
     checked = _resume(txn, session)
     client = checked.client
@@ -130,6 +134,7 @@ def consent_decision() -> ResponseReturnValue:
     checked = _resume(txn, session)
     if decision == "deny":
         txn.state = "denied"
+        audit.record(current_db(), "consent.denied", account=txn.account_id, client=txn.client_id)
         return error_redirect(checked.redirect_uri, "access_denied", "the person declined",
                               checked.params.get("state"))
     release = release_for(checked.params, checked.client, checked.claims_request)

@@ -23,7 +23,7 @@ from idp.settings import Settings
 GROUPS = {
     "enrollment": ("enroll.begin", "enroll.finish"),
     "activation": ("enroll.activate",),
-    "login": ("login.options", "login.assertion"),
+    "login": ("login.options", "login.assertion", "account.login_options", "account.login_assertion"),
 }
 
 
