@@ -140,6 +140,14 @@ def errors_never_5xx(run: TestRun) -> None:
             continue
         params = checks.callback(run, landing, request.state, run.env.issuer)
         checks.error_response(run, params, (expected,))
+    for label, suffix, expected in (("a repeated scope", "&scope=openid", "invalid_request"),
+                                    ("an oversized nonce", "&nonce=" + "n" * 5000, "invalid_request")):
+        request = client.auth_request(nonce=False)
+        landing = browser.go(request.url + suffix)
+        if landing.url is None:
+            run.check(False, f"{label} got a page instead of an error redirect", ref="OIDCC-3.1.2.6")
+            continue
+        checks.error_response(run, checks.callback(run, landing, request.state, run.env.issuer), (expected,))
     endpoint = run.env.provider["authorization_endpoint"]
     for query in ({"client_id": "nobody", "response_type": "code", "scope": "openid"},
                   {"client_id": client.client_id, "response_type": "code", "scope": "openid",

@@ -49,6 +49,7 @@ from idp.web import browser
 TRANSACTION_LIFETIME = timedelta(minutes=10)
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 MAX_PARAM_LENGTH = 4096
+MAX_REQUEST_PARAM_LENGTH = 64 * 1024
 
 
 class AuthorizationError(Exception):
@@ -106,14 +107,36 @@ def error_redirect(redirect_uri: str, error: str, description: str, state: str |
     return redirect(add_params_to_uri(redirect_uri, params), code=302)
 
 
+OVERSIZED = "_oversized"  # names of parameters dropped for their length (refused by check_lengths)
+LONG_PARAMS = ("request", "claims", "id_token_hint")
+
+
 def collect_params() -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The request's parameters (query, or form for POST). An over-long value is dropped and
+    named, so the refusal can still be redirected once client and redirect URI are known."""
     source = request.form if request.method == "POST" else request.args
-    datalist = {key: source.getlist(key) for key in source}
-    params = {key: values[0] for key, values in datalist.items()}
-    for key, value in params.items():
-        if len(value) > MAX_PARAM_LENGTH and key not in ("request", "claims", "id_token_hint"):
-            raise UnsafeAuthorizationRequest(f"parameter {key} is too long")
+    datalist = {key: source.getlist(key) for key in source if key != OVERSIZED}
+    params: dict[str, Any] = {key: values[0] for key, values in datalist.items()}
+    oversized = [key for key, value in params.items()
+                 if len(value) > (MAX_REQUEST_PARAM_LENGTH if key in LONG_PARAMS else MAX_PARAM_LENGTH)]
+    for key in oversized:
+        del params[key]
+        del datalist[key]
+    if oversized:
+        params[OVERSIZED] = ",".join(sorted(oversized))[:200]
     return params, datalist
+
+
+def safe_redirect_uri(params: Mapping[str, Any]) -> str | None:
+    """RFC 6749 §4.1.2.1: where an error may be sent — a registered redirect URI of an existing
+    client (the only one registered when none is named), otherwise nowhere."""
+    client = query_client(params.get("client_id"))  # type: ignore[arg-type]
+    if client is None:
+        return None
+    named = params.get("redirect_uri")
+    if named is None:
+        return client.get_default_redirect_uri()
+    return named if client.check_redirect_uri(named) else None
 
 
 def validate(params: dict[str, Any], datalist: Mapping[str, list[Any]] | None, end_user: Any,
@@ -124,8 +147,9 @@ def validate(params: dict[str, Any], datalist: Mapping[str, list[Any]] | None, e
     try:
         grant = server.get_consent_grant(request=oauth_request, end_user=end_user)
     except OAuth2Error as exc:
-        if getattr(exc, "redirect_uri", None):
-            raise RedirectableError(exc.redirect_uri, exc.error, exc.get_error_description() or exc.error,
+        target = getattr(exc, "redirect_uri", None) or _redirectable(exc, params)
+        if target:
+            raise RedirectableError(target, exc.error, exc.get_error_description() or exc.error,
                                     params.get("state")) from None
         raise UnsafeAuthorizationRequest(exc.description or exc.error) from None
     except ValueError:
@@ -140,6 +164,14 @@ def validate(params: dict[str, Any], datalist: Mapping[str, list[Any]] | None, e
     except AuthorizationError as exc:
         raise RedirectableError(redirect_uri, exc.error, exc.description, params.get("state")) from None
     return checked
+
+
+def _redirectable(exc: OAuth2Error, params: Mapping[str, Any]) -> str | None:
+    """authlib leaves some errors unredirected (a repeated parameter); send them to the RP when
+    client and redirect URI are trustworthy. Client and redirect errors never are."""
+    if exc.error in ("invalid_client", "unauthorized_client") or "redirect" in (exc.description or "").lower():
+        return None
+    return safe_redirect_uri(params)
 
 
 class RedirectableError(Exception):
@@ -158,6 +190,11 @@ def services_server():  # type: ignore[no-untyped-def]
 
 
 # ---- the checks, in order ----
+
+def check_lengths(c: Checked) -> None:
+    if OVERSIZED in c.params:
+        raise AuthorizationError("invalid_request", f"parameter too long: {c.params[OVERSIZED]}")
+
 
 def check_response_mode(c: Checked) -> None:
     mode = c.params.get("response_mode")
@@ -251,6 +288,7 @@ def check_policy(c: Checked) -> None:
 
 
 CHECKS: tuple[Callable[[Checked], None], ...] = (
+    check_lengths,
     check_response_mode,
     check_request_object,
     check_openid_scope,
