@@ -400,11 +400,7 @@ def with_request_object(params: dict[str, Any]) -> dict[str, Any]:
     try:
         return request_object.resolve(params, client)
     except request_object.RequestObjectError as exc:
-        redirect_uri = params.get("redirect_uri")
-        if redirect_uri is None:
-            redirect_uri = client.get_default_redirect_uri()
-        elif not client.check_redirect_uri(redirect_uri):
-            redirect_uri = None
+        redirect_uri = safe_redirect_uri(params)
         if not redirect_uri:
             raise UnsafeAuthorizationRequest(f"{exc.error}: {exc.description}") from None
         raise RedirectableError(redirect_uri, exc.error, exc.description, params.get("state") or exc.state) from None
