@@ -55,6 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             self.cfg.set("threads", 4)
             self.cfg.set("accesslog", None)
             self.cfg.set("timeout", 30)
+            self.cfg.set("limit_request_line", 8190)  # request objects by value in a GET (OIDC Core §6.1)
 
         def load(self):  # type: ignore[no-untyped-def]
             return app

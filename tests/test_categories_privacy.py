@@ -198,7 +198,7 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
 
 
-SHARED_BY_DESIGN = {"Bearer", "openid profile address", "JWT", "ES256", "hwk", "user"}
+SHARED_BY_DESIGN = {"Bearer", "openid profile address", "JWT", "ES256", "RS256", "hwk", "user"}
 
 
 def test_two_rps_of_different_sectors_cannot_link_the_person(idp, browser, log_lines):

@@ -37,10 +37,7 @@ REQUIRED = {
 }
 
 
-# conformance/README.md, "Known failure": the ID token default alg is still ES256 where
-# Registration 1.0 §2 says RS256 (idp/clients/registry.py DEFAULT_ID_TOKEN_ALG). Remove
-# the entry when the default is switched.
-KNOWN_FAILURES = {"oidcc-idtoken-signature"}
+KNOWN_FAILURES: set[str] = set()
 
 
 @pytest.mark.sqlite_only

@@ -66,7 +66,7 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
      "categories.financial.token_endpoint_auth_methods"),
     ('[categories.financial]\ntoken_endpoint_auth_methods = ["tls_client_auth"]\n',
      "categories.financial.token_endpoint_auth_methods"),
-    ('[categories.financial]\nrequire_pkce = false\n', "categories.financial.require_pkce"),
+    ('[categories.financial]\npkce_required = false\n', "categories.financial.pkce_required"),
 ])
 def test_semantic_errors_name_file_and_key(tmp_path: Path, text: str, key: str) -> None:
     path = write(tmp_path, text)

@@ -25,7 +25,8 @@ ENDPOINTS = ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "j
 BOOLEANS = ("claims_parameter_supported", "request_parameter_supported", "request_uri_parameter_supported",
             "require_request_uri_registration", "authorization_response_iss_parameter_supported",
             "backchannel_logout_supported", "backchannel_logout_session_supported", "frontchannel_logout_supported",
-            "require_pushed_authorization_requests")
+            "require_pushed_authorization_requests",
+            "verified_claims_supported")  # OpenID Connect for Identity Assurance 1.0 §7: a boolean
 
 
 def fetch(run: TestRun) -> dict[str, Any]:

@@ -37,7 +37,7 @@ SIGNING_ALGS = ("ES256", "RS256")
 # OIDC Registration 1.0 §2: "The default, if omitted, is RS256" (oidcc-idtoken-signature checks it).
 # Still ES256 here only because tests/test_categories_privacy.py lists "ES256" as the one
 # header alg shared by design; switch both together (conformance/README.md, "Known failure").
-DEFAULT_ID_TOKEN_ALG = "ES256"
+DEFAULT_ID_TOKEN_ALG = "RS256"  # OIDC Registration 1.0 §2: the default when a client names none
 REQUEST_OBJECT_ALGS = ("ES256", "RS256", "PS256")
 UNSIGNED_REQUEST_OBJECT = "none"  # OIDC Core §6.1: an unsigned request object is allowed
 DELETED_MARK = "_deleted_at"

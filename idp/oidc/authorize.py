@@ -215,8 +215,17 @@ def check_openid_scope(c: Checked) -> None:
 
 
 def check_pkce(c: Checked) -> None:
-    """PKCE S256 for every client (PROTOCOL §6, RFC 9700 §2.1.1); ``plain`` is refused."""
+    """PKCE S256 for every client (PROTOCOL §6, RFC 9700 §2.1.1); ``plain`` is refused.
+
+    An operator policy may let a category's confidential clients use ``nonce`` instead
+    (RFC 9700 §2.1.1 permits it for OpenID Connect); a public client never may.
+    """
     if not c.params.get("code_challenge"):
+        rules = services().policy[c.client.category]
+        confidential = c.client.token_endpoint_auth_method != "none"
+        if not rules.require_pkce and confidential and c.params.get("nonce") and not c.params.get(
+                "code_challenge_method"):
+            return
         raise AuthorizationError("invalid_request", "code_challenge is required (PKCE S256)")
     if c.params.get("code_challenge_method") != "S256":
         raise AuthorizationError("invalid_request", "code_challenge_method must be S256")
@@ -277,8 +286,12 @@ def check_acr_request(c: Checked) -> None:
 
 
 def check_policy(c: Checked) -> None:
-    """Category rules at authorization (PROTOCOL §5): pushed requests where the policy says."""
+    """Category rules at authorization (PROTOCOL §5): pushed requests where the policy says;
+    ``verified_claims`` only for a category whose policy releases it (issue 6, IDA §5)."""
     rules = services().policy[c.client.category]
+    if claims_mod.requests_verified_claims(c.claims_request) and "verified_claims" not in rules.claims:
+        raise AuthorizationError("invalid_request",
+                                 f"verified_claims is not available to {c.client.category} clients")
     if rules.require_par and not c.pushed:
         raise AuthorizationError("invalid_request",
                                  f"{c.client.category} clients must use pushed authorization requests (RFC 9126)")
@@ -359,6 +372,8 @@ def session_satisfies(c: Checked, session: browser.SessionView | None) -> bool:
             return False
     if acr_rank(session.acr) < wanted_acr_rank(c) and "none" not in c.prompts:
         return False  # a voluntary acr a new login may reach; prompt=none answers with what is there
+    if acr_rank(session.acr) < acr_rank(services().policy[c.client.category].acr):
+        return False  # the category's policy needs a stronger login than this session had
     return True
 
 

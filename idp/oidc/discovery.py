@@ -13,6 +13,7 @@ from typing import Any
 
 from idp.clients.registry import REQUEST_OBJECT_ALGS, SCOPES, SIGNING_ALGS, UNSIGNED_REQUEST_OBJECT
 from idp.context import services
+from idp.oidc import verified_claims
 from idp.oidc.claims import SCOPE_CLAIMS
 from idp.policy import ACR_ORDER
 
@@ -23,9 +24,10 @@ def metadata() -> dict[str, Any]:
     svc = services()
     url = svc.settings.url
     claims = sorted({"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "at_hash"}
-                    | set(svc.policy.all_claims - {"verified_claims"})
+                    | set(svc.policy.all_claims)
                     | {c for names in SCOPE_CLAIMS.values() for c in names})
-    return {
+    identity_assurance = verified_claims.metadata() if "verified_claims" in svc.policy.all_claims else {}
+    return {**identity_assurance, **{
         "issuer": svc.settings.issuer,
         "authorization_endpoint": url("/authorize"),
         "token_endpoint": url("/token"),
@@ -66,4 +68,4 @@ def metadata() -> dict[str, Any]:
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
         "service_documentation": url("/"),
-    }
+    }}

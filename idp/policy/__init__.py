@@ -37,6 +37,7 @@ class CategoryPolicy:
     acr: str
     token_endpoint_auth_methods: tuple[str, ...]
     require_par: bool
+    require_pkce: bool
     access_token_lifetime: int
     refresh_tokens: bool
     refresh_token_lifetime: int
@@ -50,7 +51,7 @@ class CategoryPolicy:
             "claims": sorted(self.claims),
             "acr": self.acr,
             "token_endpoint_auth_methods": list(self.token_endpoint_auth_methods),
-            "require_pkce": "S256",
+            "require_pkce": self.require_pkce,
             "require_par": self.require_par,
             "access_token_lifetime": self.access_token_lifetime,
             "refresh_tokens": self.refresh_tokens,
@@ -111,8 +112,8 @@ def _category(where: str, name: str, values: Mapping[str, Any]) -> CategoryPolic
     def fail(key: str, why: str) -> PolicyError:
         return PolicyError(f"{where}: categories.{name}.{key}: {why}")
 
-    known = {"claims", "acr", "token_endpoint_auth_methods", "require_par", "access_token_lifetime",
-             "refresh_tokens", "refresh_token_lifetime"}
+    known = {"claims", "acr", "token_endpoint_auth_methods", "require_par", "require_pkce",
+             "access_token_lifetime", "refresh_tokens", "refresh_token_lifetime"}
     for key in values:
         if key not in known:
             raise fail(key, "unknown key")
@@ -130,7 +131,7 @@ def _category(where: str, name: str, values: Mapping[str, Any]) -> CategoryPolic
     if (not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods)
             or not set(methods) <= AUTH_METHODS):
         raise fail("token_endpoint_auth_methods", f"must be a non-empty list from {sorted(AUTH_METHODS)}")
-    for key in ("require_par", "refresh_tokens"):
+    for key in ("require_par", "require_pkce", "refresh_tokens"):
         if not isinstance(values.get(key), bool):
             raise fail(key, "must be true or false")
     for key in ("access_token_lifetime", "refresh_token_lifetime"):
@@ -145,6 +146,7 @@ def _category(where: str, name: str, values: Mapping[str, Any]) -> CategoryPolic
         acr=values["acr"],
         token_endpoint_auth_methods=tuple(methods),
         require_par=values["require_par"],
+        require_pkce=values["require_pkce"],
         access_token_lifetime=values["access_token_lifetime"],
         refresh_tokens=values["refresh_tokens"],
         refresh_token_lifetime=values["refresh_token_lifetime"],

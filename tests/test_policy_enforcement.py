@@ -1,0 +1,61 @@
+"""Category policy at authorization: verified_claims only where released, PKCE relaxation only
+for confidential clients of a category whose operator policy allows it, and the policy acr."""
+
+from __future__ import annotations
+
+import pytest
+
+from idp.policy import load_policy
+from tests.support.rp import AuthorizationError, RelyingParty
+
+
+def _refused(rp: RelyingParty, browser, **extra) -> AuthorizationError:  # type: ignore[no-untyped-def]
+    location = rp.start(browser, **extra)
+    with pytest.raises(AuthorizationError) as error:
+        rp.parse_callback(location)
+    return error.value
+
+
+def test_verified_claims_from_a_non_financial_client_is_an_error(idp, browser):
+    rp = RelyingParty.register(idp.base_url, redirect_uri="http://127.0.0.1:9/cb", rp_category="medical")
+    claims = {"userinfo": {"verified_claims": {"verification": {"trust_framework": None}, "claims": {"name": None}}}}
+    error = _refused(rp, browser, claims=claims)
+    assert error.error == "invalid_request" and "verified_claims" in (error.description or "")
+
+
+def test_discovery_advertises_identity_assurance(idp):
+    import requests
+
+    metadata = requests.get(f"{idp.base_url}/.well-known/openid-configuration", timeout=5).json()
+    assert metadata["verified_claims_supported"] is True
+    assert metadata["trust_frameworks_supported"] == ["jp_aml"]
+    assert metadata["evidence_supported"] == ["electronic_signature"]
+    assert set(metadata["claims_in_verified_claims_supported"]) == {"name", "birthdate", "address", "gender"}
+    assert "verified_claims" in metadata["claims_supported"]
+
+
+@pytest.fixture
+def relaxed_pkce(idp, tmp_path):
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text("[categories.municipal]\nrequire_pkce = false\n")
+    services = idp.services()
+    original = services.policy
+    services.policy = load_policy(policy_file)
+    yield
+    services.policy = original
+
+
+def test_pkce_is_required_by_default(idp, browser):
+    rp = RelyingParty.register(idp.base_url, redirect_uri="http://127.0.0.1:9/cb", rp_category="municipal")
+    assert _refused(rp, browser, pkce=None).error == "invalid_request"
+
+
+def test_policy_may_relax_pkce_for_confidential_clients_with_a_nonce(idp, browser, relaxed_pkce):
+    confidential = RelyingParty.register(idp.base_url, redirect_uri="http://127.0.0.1:9/cb", rp_category="municipal")
+    location = confidential.start(browser, pkce=None)
+    assert "/login?txn=" in location
+    assert _refused(confidential, browser, pkce=None, nonce=False).error == "invalid_request"
+    assert _refused(confidential, browser, pkce="plain").error == "invalid_request"
+    public = RelyingParty.register(idp.base_url, redirect_uri="http://127.0.0.1:9/cb", rp_category="municipal",
+                                   token_endpoint_auth_method="none")
+    assert _refused(public, browser, pkce=None).error == "invalid_request"
