@@ -23,8 +23,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from idp.files import write_atomically
 from idp.storage.models import AuditEntry, utcnow
 
 GENESIS = "0" * 64
@@ -153,16 +152,8 @@ def advance_head(folder: Path, head: Head) -> None:
             current = None
         if current is not None and current.seq >= head.seq:
             return
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{ANCHOR_FILE}.")
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                json.dump({"seq": head.seq, "hash": head.entry_hash}, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, folder / ANCHOR_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(folder / ANCHOR_FILE, json.dumps({"seq": head.seq, "hash": head.entry_hash}).encode(),
+                         0o644)
 
 
 # --- verification --------------------------------------------------------------------

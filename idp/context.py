@@ -14,7 +14,8 @@ from cryptography import x509
 from flask import current_app
 
 from idp.ca.authority import CertificateAuthority
-from idp.keystore import KeyStore, write_private
+from idp.files import write_atomically
+from idp.keystore import KeyStore
 from idp.policy import Policy, load_policy
 from idp.proofing.jpki import JpkiTrustStore
 from idp.settings import Settings
@@ -47,7 +48,7 @@ def _secret_file(path: Path, create: bool, size: int = 32) -> bytes:
     if not path.exists():
         if not create:
             raise FileNotFoundError(f"{path} is missing: run `idp init`")
-        write_private(path, secrets.token_bytes(size))
+        write_atomically(path, secrets.token_bytes(size))
     data = path.read_bytes()
     if len(data) < 32:
         raise ValueError(f"{path} is too short to be a secret")

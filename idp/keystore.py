@@ -10,8 +10,6 @@ Keys are parsed once and re-read only when the index file changes (another worke
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -20,20 +18,12 @@ from typing import Any
 
 from joserfc import jwk
 
+from idp.files import write_atomically
+
 SIGNING_ALGS = ("ES256", "RS256")
 DEFAULT_ALG = "ES256"
 ROTATION_GRACE_SECONDS = 24 * 3600
 MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret file with mode 0600 atomically (never readable by others, even briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
 
 
 def _generate(alg: str) -> jwk.Key:
@@ -96,7 +86,7 @@ class KeyStore:
 
     def _new_entry(self, alg: str, now: int, use_after: int) -> KeyEntry:
         key = _generate(alg)
-        write_private(self.folder / f"{key.kid}.json", json.dumps(key.as_dict(private=True)).encode())
+        write_atomically(self.folder / f"{key.kid}.json", json.dumps(key.as_dict(private=True)).encode())
         return KeyEntry(key.kid, alg, now, use_after, None, key)
 
     def _write(self, entries: list[KeyEntry]) -> None:
@@ -105,7 +95,7 @@ class KeyStore:
              "retire_after": e.retire_after}
             for e in entries
         ]
-        write_private(self.index_path, json.dumps(index, indent=1).encode())
+        write_atomically(self.index_path, json.dumps(index, indent=1).encode())
         self._mtime = -1.0
         self._checked = 0.0
 

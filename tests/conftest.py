@@ -96,10 +96,12 @@ def jpki_ca() -> TestJpkiCA:
     return TestJpkiCA.create()
 
 
-def start_idp(tmp: Path, jpki_ca: TestJpkiCA, **overrides: Any) -> Iterator[RunningIdP]:
+def start_idp(tmp: Path, jpki_ca: TestJpkiCA, *, host: str = "127.0.0.1", **overrides: Any) -> Iterator[RunningIdP]:
+    """Serve an IdP on loopback; ``host`` names it in the issuer (a real browser needs a
+    domain such as ``localhost`` as WebAuthn RP ID, never an IP address)."""
     late = _LateApp()
     server = make_server("127.0.0.1", 0, late, threaded=True)
-    base_url = f"http://127.0.0.1:{server.server_port}"
+    base_url = f"http://{host}:{server.server_port}"
     anchors = tmp / "jpki"
     anchors.mkdir(parents=True, exist_ok=True)
     (anchors / "root.pem").write_bytes(jpki_ca.certificate.public_bytes(Encoding.PEM))

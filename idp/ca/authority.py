@@ -18,14 +18,14 @@ because RFC 5280 §4.1.2.5 forbids them in certificate and CRL times.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from idp.files import write_atomically
 
 KEY_FILE = "ca.key.pem"
 CERT_FILE = "ca.cert.pem"
@@ -61,25 +61,6 @@ def _ca_name(common_name: str, organization: str) -> x509.Name:
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` via a temporary file created with `mode` from the start.
-
-    The key file therefore never exists, even briefly, with wider permissions or
-    half-written (a crash leaves the previous file in place).
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class CertificateAuthority:
@@ -155,8 +136,8 @@ class CertificateAuthority:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_atomically(folder / KEY_FILE, key_pem, 0o600)
-        _write_atomically(folder / CERT_FILE, self.certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomically(folder / KEY_FILE, key_pem, 0o600)
+        write_atomically(folder / CERT_FILE, self.certificate.public_bytes(serialization.Encoding.PEM), 0o644)
 
     @classmethod
     def load(cls, folder: Path) -> CertificateAuthority:
@@ -187,19 +168,19 @@ class CertificateAuthority:
         return cached
 
 
+def key_usage(*granted: str) -> x509.KeyUsage:
+    """RFC 5280 §4.2.1.3 key usage with exactly the ``granted`` bits set (cryptography's names)."""
+    bits = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+            "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+    unknown = set(granted) - set(bits)
+    if unknown:
+        raise ValueError(f"unknown key usage {sorted(unknown)}")
+    return x509.KeyUsage(**{bit: bit in granted for bit in bits})
+
+
 def _ca_key_usage() -> x509.KeyUsage:
     """keyCertSign + cRLSign + digitalSignature (the last for signing OCSP responses)."""
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    return key_usage("digital_signature", "key_cert_sign", "crl_sign")
 
 
 def _digest(algorithm: hashes.HashAlgorithm, data: bytes) -> bytes:

@@ -42,7 +42,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from idp.ca.authority import COUNTRY, SIGNATURE_HASH, CertificateAuthority, as_utc
+from idp.ca.authority import COUNTRY, SIGNATURE_HASH, CertificateAuthority, as_utc, key_usage
 
 POLICY_ARC = "1.3.6.1.4.1.32473.1.1"
 POLICY_DEVICE_HARDWARE = x509.ObjectIdentifier(f"{POLICY_ARC}.1")
@@ -155,17 +155,7 @@ def _extensions(
 
 def _device_key_usage() -> x509.KeyUsage:
     """digitalSignature only: the key signs WebAuthn assertions and nothing else."""
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    return key_usage("digital_signature")
 
 
 def _crl_distribution_points(crl_url: str) -> x509.CRLDistributionPoints:

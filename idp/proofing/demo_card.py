@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from idp.ca.authority import key_usage as build_key_usage
 from idp.proofing import jpki
 
 CA_NAME_PARTS = (
@@ -40,10 +41,6 @@ CA_NAME_PARTS = (
 CERTIFICATE_FILE = "ca.pem"
 PRIVATE_KEY_FILE = "ca.key.pem"
 CARD_KEY_USAGE = ("digital_signature", "content_commitment")  # content_commitment = nonRepudiation
-_KEY_USAGE_FLAGS = (
-    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
-    "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
-)
 
 
 def new_rsa_key() -> rsa.RSAPrivateKey:
@@ -66,14 +63,6 @@ def _ca_name(name_suffix: str) -> x509.Name:
     oid, last = parts[-1]
     parts[-1] = (oid, last + name_suffix)
     return x509.Name([x509.NameAttribute(oid, value) for oid, value in parts])
-
-
-def _key_usage(flags: Iterable[str]) -> x509.KeyUsage:
-    chosen = set(flags)
-    unknown = chosen.difference(_KEY_USAGE_FLAGS)
-    if unknown:
-        raise ValueError(f"unknown key usage flags: {sorted(unknown)}")
-    return x509.KeyUsage(**{flag: flag in chosen for flag in _KEY_USAGE_FLAGS})
 
 
 def _other_name(oid: str, value: str) -> x509.OtherName:
@@ -143,7 +132,7 @@ class TestJpkiCA:
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=365 * 20))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(_key_usage(("key_cert_sign", "crl_sign")), critical=True)
+            .add_extension(build_key_usage("key_cert_sign", "crl_sign"), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         )
         if parent:
@@ -212,7 +201,7 @@ class TestJpkiCA:
             )
         )
         if key_usage is not None:
-            builder = builder.add_extension(_key_usage(key_usage), critical=key_usage_critical)
+            builder = builder.add_extension(build_key_usage(*key_usage), critical=key_usage_critical)
         if policy_oid is not None:
             policy = x509.PolicyInformation(x509.ObjectIdentifier(policy_oid), None)
             builder = builder.add_extension(x509.CertificatePolicies([policy]), critical=False)

@@ -30,7 +30,6 @@ from idp.oidc.authorize import (
     issue_code,
     purpose_for,
     release_for,
-    stored_claims_request,
     validate,
 )
 from idp.oidc.par import PUSHED_MARK

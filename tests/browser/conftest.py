@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningIdP, start_idp  # noqa: F401 - start_idp documents the model
+from tests.conftest import RunningIdP, start_idp
 
 HERE = Path(__file__).resolve().parent
 ARTIFACTS = HERE.parent / "artifacts"
@@ -48,42 +48,9 @@ def _chromium_or_skip() -> str:
 
 
 def start_localhost_idp(tmp: Path, jpki_ca: Any) -> Iterator[RunningIdP]:
-    """Like ``tests.conftest.start_idp``, but the issuer is ``http://localhost:PORT``: a WebAuthn
-    RP ID must be a domain, never an IP address, so a real browser refuses ``127.0.0.1``."""
-    import threading
-
-    from cryptography.hazmat.primitives.serialization import Encoding
-    from werkzeug.serving import make_server
-
-    from idp import create_app
-    from idp.context import initialise
-    from idp.settings import Settings
-    from tests.conftest import _database_url, _LateApp
-
-    late = _LateApp()
-    server = make_server("127.0.0.1", 0, late, threaded=True)
-    base_url = f"http://localhost:{server.server_port}"
-    anchors = tmp / "jpki"
-    anchors.mkdir(parents=True, exist_ok=True)
-    (anchors / "root.pem").write_bytes(jpki_ca.certificate.public_bytes(Encoding.PEM))
-    database_url, drop = _database_url(tmp)
-    settings = Settings.from_env({
-        "IDP_ISSUER": base_url, "IDP_KEYS_DIR": str(tmp / "keys"), "IDP_INSTANCE_DIR": str(tmp / "instance"),
-        "IDP_DATABASE_URL": database_url, "IDP_JPKI_TRUST_ANCHORS": str(anchors),
-        "IDP_RATE_LIMIT_PER_MINUTE": "0", "IDP_ALLOW_SYNCED_KEYS": "0",
-    }, testing=True)
-    initialise(settings)
-    app = create_app(settings)
-    late.app = app
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield RunningIdP(base_url=base_url, app=app, settings=settings, jpki_ca=jpki_ca)
-    finally:
-        server.shutdown()
-        app.extensions["idp"].db.dispose()
-        if drop:
-            drop()
+    """An IdP whose issuer is ``http://localhost:PORT``: a WebAuthn RP ID must be a domain,
+    never an IP address, so a real browser refuses ``127.0.0.1``."""
+    yield from start_idp(tmp, jpki_ca, host="localhost")
 
 
 @pytest.fixture(scope="module")
