@@ -45,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         print("warning: IDP_REGISTRATION_TOKEN is unset: client registration is open (development only)",
               file=sys.stderr)
     app = create_app(settings)
-    workers = args.workers or min(2 * multiprocessing.cpu_count() + 1, 8)
+    workers = args.workers or min(multiprocessing.cpu_count() + 1, 8)  # gthread workers, 4 threads each
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
