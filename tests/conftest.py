@@ -28,7 +28,8 @@ from idp.context import initialise
 from idp.proofing.demo_card import TestCard, TestJpkiCA
 from idp.settings import Settings
 from tests.support.authenticator import SoftAuthenticator
-from tests.support.wallet import Wallet
+from tests.support.rp_host import RpHost
+from tests.support.wallet import Enrolled, Wallet
 
 PG_URL = os.environ.get("IDP_TEST_DATABASE_URL")
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines in test output
@@ -134,6 +135,20 @@ def start_idp(tmp: Path, jpki_ca: TestJpkiCA, *, host: str = "127.0.0.1", **over
 @pytest.fixture(scope="session")
 def idp(tmp_path_factory: pytest.TempPathFactory, jpki_ca: TestJpkiCA) -> Iterator[RunningIdP]:
     yield from start_idp(tmp_path_factory.mktemp("idp"), jpki_ca)
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[RpHost]:
+    """A loopback web server for an RP's documents (sector identifier, jwks, logout URIs)."""
+    with RpHost() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def person(idp: RunningIdP) -> tuple[Wallet, Enrolled]:
+    """One enrolled, activated person (their wallet and device) per test module."""
+    wallet = idp.wallet()
+    return wallet, wallet.enroll(idp.card())
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,18 +16,6 @@ from tests.support.rp import RelyingParty, browser_login
 from tests.support.rp_host import RpHost
 
 ACR_UV = "urn:x-jp-digital-id:acr:device-certificate-uv"
-
-
-@pytest.fixture(scope="module")
-def host() -> Iterator[RpHost]:
-    with RpHost() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def person(idp: RunningIdP) -> tuple[Any, Any]:
-    wallet = idp.wallet()
-    return wallet, wallet.enroll(idp.card())
 
 
 def register(idp: RunningIdP, host: RpHost, **metadata: Any) -> RelyingParty:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
@@ -19,18 +18,6 @@ from tests.support.rp import RelyingParty, TokenResult, browser_login, parse_pag
 from tests.support.rp_host import RpHost
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
-
-
-@pytest.fixture(scope="module")
-def host() -> Iterator[RpHost]:
-    with RpHost() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def person(idp: RunningIdP) -> tuple[Any, Any]:
-    wallet = idp.wallet()
-    return wallet, wallet.enroll(idp.card())
 
 
 def register(idp: RunningIdP, host: RpHost, **metadata: Any) -> tuple[RelyingParty, str]:

@@ -11,7 +11,6 @@ import base64
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -23,18 +22,6 @@ from jwcrypto.jws import JWS
 from tests.conftest import RunningIdP
 from tests.support.rp import RelyingParty, browser_login
 from tests.support.rp_host import RpHost
-
-
-@pytest.fixture(scope="module")
-def host() -> Iterator[RpHost]:
-    with RpHost() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def person(idp: RunningIdP) -> tuple[Any, Any]:
-    wallet = idp.wallet()
-    return wallet, wallet.enroll(idp.card())
 
 
 def b64(data: bytes) -> str:
