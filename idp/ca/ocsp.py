@@ -131,7 +131,8 @@ def _parse(request_der: bytes) -> _Query | None:
         request = ocsp.load_der_ocsp_request(request_der)
         algorithm = request.hash_algorithm
         nonce = _nonce(request)
-    except (ValueError, UnsupportedAlgorithm, NotImplementedError):  # the last: several requests
+    except (ValueError, UnsupportedAlgorithm, RuntimeError):  # RuntimeError: cryptography's answer to
+        # a request naming several certificates, which this responder does not serve (RFC 6960 §4.1.1)
         return None
     if algorithm.name not in ACCEPTED_HASHES:
         return None
