@@ -416,6 +416,12 @@ class Server(AuthorizationServer):
             return request
         return super().create_oauth2_request(request)
 
+    def handle_error_response(self, request: Any, error: Any) -> Any:
+        """Every JSON error carries a description (PROTOCOL "Encodings"; RFC 6749 §5.2 allows it)."""
+        if not getattr(error, "description", None):
+            error.description = error.error.replace("_", " ")
+        return super().handle_error_response(request, error)
+
     def create_token_response(self, request: Any = None) -> Any:
         try:
             return super().create_token_response(request)
