@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp.oidc import session as db_session
     from idp.oidc import views as oidc_views
     from idp.oidc.server import create_server
-    from idp.web import account, browser, consent, i18n, login, ratelimit
+    from idp.web import account, browser, consent, i18n, input_guard, login, ratelimit
 
     settings = settings or Settings.from_env()
     services = load_services(settings)
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["idp"] = services
     errors.init_app(app)
+    input_guard.init_app(app)
     db_session.init_app(app)
     browser.init_app(app)
     i18n.init_app(app)

@@ -76,3 +76,16 @@ def test_garbage_never_reaches_a_server_error(idp, seed):
                          headers={"Content-Type": "application/ocsp-request"}), "OCSP garbage")
         _check(http.get(idp.base_url + "/register/" + "x" * 300, headers={"Authorization": "Bearer x"}, timeout=10),
                "client read")
+
+
+def test_nul_characters_are_refused_before_any_view(idp):
+    with requests.Session() as http:
+        page = http.get(f"{idp.base_url}/authorize", params={"client_id": "a\x00b"}, allow_redirects=False,
+                        headers={"Accept": "text/html"}, timeout=10)
+        assert page.status_code == 400 and "Location" not in page.headers and "<html" in page.text
+        for path, body in (("/register", {"rp_category": "municipal", "client_name": "x\x00"}),
+                           ("/login/options", {"txn": "\x00"}), ("/enroll/finish", {"enrollment_id": "\x00"})):
+            response = http.post(idp.base_url + path, json=body, timeout=10)
+            assert response.status_code == 400 and response.json()["error"] == "invalid_request", path
+        status = http.get(f"{idp.base_url}/login/status", params={"txn": "\x00"}, timeout=10)
+        assert status.status_code == 400
