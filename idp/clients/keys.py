@@ -8,6 +8,8 @@ IdP into a request amplifier.
 
 from __future__ import annotations
 
+import functools
+import json
 import threading
 import time
 from typing import Any, Callable
@@ -50,10 +52,16 @@ def _load_uri(uri: str, *, force: bool) -> KeySet:
     return keys
 
 
+@functools.lru_cache(maxsize=512)
+def _inline_keys(document: str) -> KeySet:
+    """Registered ``jwks`` parsed once per distinct document, not on every client assertion."""
+    return KeySet.import_key_set(json.loads(document))
+
+
 def client_keys(client: RegisteredClient, *, kid: str | None = None) -> KeySet:
     meta = client.metadata
     if "jwks" in meta:
-        return KeySet.import_key_set(meta["jwks"])
+        return _inline_keys(json.dumps(meta["jwks"], sort_keys=True))
     uri = meta.get("jwks_uri")
     if not uri:
         raise ClientKeyError("the client registered no keys")
