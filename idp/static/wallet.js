@@ -18,6 +18,15 @@
     errorBox.hidden = false;
     errorBox.focus();
   }
+  // What the person will recognise on the account page ("Chrome on Linux"); a real wallet app
+  // sends its phone model. Only a label: nothing is decided on it.
+  function modelHint() {
+    const ua = navigator.userAgent;
+    const browser = /Edg\//.test(ua) ? "Edge" : /Chrome\//.test(ua) ? "Chrome" : /Firefox\//.test(ua) ? "Firefox"
+      : /Safari\//.test(ua) ? "Safari" : "Browser";
+    const platform = (navigator.userAgentData && navigator.userAgentData.platform) || navigator.platform || "";
+    return (browser + (platform ? " / " + platform : "")).slice(0, 120);
+  }
   const describe = (res) => (res.body.error_description || res.body.error || ("HTTP " + res.status));
 
   async function enrol(event) {
@@ -37,7 +46,7 @@
       const signed = await W.postJSON("/demo/card/sign", { enrollment_id: begun.body.enrollment_id, persona: persona, credential: credential });
       if (!signed.ok) { fail(describe(signed)); return; }
       say("finish");
-      const finished = await W.postJSON("/enroll/finish", { enrollment_id: begun.body.enrollment_id, credential: credential, jpki: signed.body.jpki });
+      const finished = await W.postJSON("/enroll/finish", { enrollment_id: begun.body.enrollment_id, credential: credential, jpki: signed.body.jpki, model_hint: modelHint() });
       if (!finished.ok) { fail(describe(finished)); return; }
       say("activate");
       let assertion;
