@@ -184,6 +184,16 @@ def cmd_keys_rotate(args: argparse.Namespace) -> None:
     print(_in_transaction(work))
 
 
+def cmd_prune(args: argparse.Namespace) -> None:
+    from idp.storage.prune import prune
+
+    def work(session, services):  # type: ignore[no-untyped-def]
+        counts = prune(session)
+        return "pruned " + ", ".join(f"{name} {count}" for name, count in counts.items())
+
+    print(_in_transaction(work))
+
+
 def cmd_policy_show(args: argparse.Namespace) -> None:
     from idp.policy import load_policy
 
@@ -222,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = keys.add_parser("rotate", help="publish new signing keys, use them after a grace period")
     rotate.add_argument("--grace", type=int, default=24 * 3600)
     rotate.set_defaults(func=cmd_keys_rotate)
+
+    sub.add_parser("prune", help="delete expired transactions, codes, sessions and tokens").set_defaults(
+        func=cmd_prune)
 
     policy = sub.add_parser("policy").add_subparsers(dest="policy_command", required=True)
     policy.add_parser("show", help="print the effective category policy").set_defaults(func=cmd_policy_show)
