@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, render_template
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp.settings import Settings
 
@@ -36,6 +37,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["idp"] = services
+    if settings.proxy_hops:  # the client address that rate limits count comes from X-Forwarded-For
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
     errors.init_app(app)
     input_guard.init_app(app)
     db_session.init_app(app)

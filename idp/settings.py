@@ -49,6 +49,7 @@ class Settings:
     allow_http_loopback: bool
     policy_file: Path | None = None
     rate_limit_storage: str = "memory://"
+    proxy_hops: int = 0
     secret_key: str | None = None
     testing: bool = False
     extra: Mapping[str, object] = field(default_factory=dict)
@@ -108,6 +109,7 @@ class Settings:
             allow_http_loopback=_named_flag(env, "IDP_ALLOW_HTTP_LOOPBACK", dev),
             policy_file=Path(env["IDP_POLICY_FILE"]) if env.get("IDP_POLICY_FILE") else None,
             rate_limit_storage=env.get("IDP_RATE_LIMIT_STORAGE", "memory://"),
+            proxy_hops=_count(env, "IDP_PROXY_HOPS"),
             secret_key=env.get("IDP_SECRET_KEY") or None,
         )
         values.update(overrides)
@@ -127,6 +129,13 @@ class Settings:
                 raise SettingsError(f"IDP_WEBAUTHN_ORIGINS: {origin!r} must be https")
         if not self.development and self.allow_http_loopback and not self.testing:
             raise SettingsError("IDP_ALLOW_HTTP_LOOPBACK=1 is for development issuers only")
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    value = env.get(name) or "0"
+    if not value.isdigit() or int(value) > 5:
+        raise SettingsError(f"{name} must be a whole number from 0 to 5")
+    return int(value)
 
 
 def _named_flag(env: Mapping[str, str], name: str, default: bool) -> bool:

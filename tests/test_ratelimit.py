@@ -96,3 +96,23 @@ def test_unreachable_shared_storage_degrades_to_per_process_limits(tmp_path, jpk
         assert statuses == [200] * LIMIT + [429] * 2  # limited in memory meanwhile
     finally:
         generator.close()
+
+
+def test_behind_a_trusted_proxy_each_client_address_has_its_own_limit(tmp_path_factory, jpki_ca):
+    """IDP_PROXY_HOPS=1: the limit counts X-Forwarded-For, not the proxy's own address."""
+    import requests
+
+    from tests.conftest import start_idp
+
+    servers = start_idp(tmp_path_factory.mktemp("proxied-idp"), jpki_ca,
+                        env={"IDP_RATE_LIMIT_PER_MINUTE": "2", "IDP_PROXY_HOPS": "1"})
+    server = next(servers)
+    try:
+        def begin(address: str) -> int:
+            return requests.post(f"{server.base_url}/enroll/begin", json={}, timeout=10,
+                                 headers={"X-Forwarded-For": address}).status_code
+
+        assert [begin("203.0.113.1") for _ in range(3)] == [200, 200, 429]
+        assert begin("203.0.113.2") == 200  # another client behind the same proxy
+    finally:
+        servers.close()
