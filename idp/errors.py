@@ -71,11 +71,6 @@ class Locked(ProtocolError):
     status = 423
 
 
-class RateLimited(ProtocolError):
-    error = "rate_limited"
-    status = 429
-
-
 class UnsafeAuthorizationRequest(Exception):
     """An authorization request whose client or redirect URI cannot be trusted (never redirected)."""
 

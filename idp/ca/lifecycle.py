@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -212,6 +211,3 @@ def ocsp_status(session: Session, serial_number: int) -> CertStatus:
         return CertStatus("revoked", device.revoked_at or utcnow(), device.revocation_reason)
     return CertStatus("good")
 
-
-def certificate_of(device: DeviceCertificate) -> x509.Certificate:
-    return x509.load_der_x509_certificate(device.certificate_der)

@@ -33,7 +33,6 @@ SCOPE_CLAIMS: Mapping[str, tuple[str, ...]] = {
     "address": ("address",),
     "age": ("age_over_18", "age_over_65"),
 }
-PERSONAL_CLAIMS = ("name", "birthdate", "gender", "address")
 
 
 class ClaimsRequestError(ValueError):
