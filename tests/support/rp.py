@@ -34,6 +34,7 @@ from jwcrypto.jws import JWS
 from jwcrypto.jwt import JWT
 
 from tests.support.authenticator import SoftAuthenticator
+from tests.support.http import HttpError, body_of
 from tests.support.wallet import Enrolled, Wallet
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -52,18 +53,8 @@ _KTY = {"ES": "EC", "RS": "RSA", "PS": "RSA", "Ed": "OKP"}
 
 
 # errors ------------------------------------------------------------------------------
-class RPError(Exception):
+class RPError(HttpError):
     """An IdP endpoint answered the RP with a non-2xx status (or an unusable body)."""
-
-    def __init__(self, status: int, body: Any, response: requests.Response | None = None) -> None:
-        super().__init__(f"HTTP {status}: {body!r}")
-        self.status = status
-        self.body = body
-        self.response = response
-
-    @property
-    def error(self) -> str | None:
-        return self.body.get("error") if isinstance(self.body, dict) else None
 
 
 class AuthorizationError(Exception):
@@ -94,15 +85,8 @@ class BrowserFlowError(Exception):
         self.response = response
 
 
-def _body_of(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
-
-
 def _checked(response: requests.Response) -> Any:
-    body = _body_of(response)
+    body = body_of(response)
     if not 200 <= response.status_code < 300:
         raise RPError(response.status_code, body, response)
     return body

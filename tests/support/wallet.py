@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from idp.proofing.demo_card import TestCard
 from tests.support.authenticator import SoftAuthenticator, b64url, b64url_decode
+from tests.support.http import HttpError, body_of
 
 BINDING_PREFIX = b"jpki-enroll-v1:"
 DEFAULT_TIMEOUT = 30.0
@@ -37,31 +38,8 @@ TAMPER_KEYS = frozenset({
 })
 
 
-class WalletError(Exception):
-    """The IdP answered a wallet request with a non-2xx status.
-
-    ``body`` is the parsed JSON error (``{"error", "error_description"}``) or the raw
-    text when the body is not JSON, so tests can assert the machine error code.
-    """
-
-    def __init__(self, status: int, body: Any, response: requests.Response | None = None) -> None:
-        super().__init__(f"HTTP {status}: {body!r}")
-        self.status = status
-        self.body = body
-        self.response = response
-
-    @property
-    def error(self) -> str | None:
-        return self.body.get("error") if isinstance(self.body, dict) else None
-
-    @property
-    def description(self) -> str | None:
-        return self.body.get("error_description") if isinstance(self.body, dict) else None
-
-    @property
-    def retry_after(self) -> str | None:
-        """The Retry-After header of a 429 (PROTOCOL.md §1 rate limits)."""
-        return self.response.headers.get("Retry-After") if self.response is not None else None
+class WalletError(HttpError):
+    """The IdP answered a wallet request with a non-2xx status."""
 
 
 @dataclass
@@ -145,13 +123,6 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
 
 
-def _body_of(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
-
-
 class Wallet:
     """The wallet app: one HTTP session and the IdP base URL.
 
@@ -204,7 +175,7 @@ class Wallet:
         With ``raise_for_status=False`` the parsed body is returned whatever the status.
         """
         response = self.post(path, body)
-        parsed = _body_of(response)
+        parsed = body_of(response)
         if raise_for_status and not 200 <= response.status_code < 300:
             raise WalletError(response.status_code, parsed, response)
         return parsed
