@@ -33,6 +33,17 @@ def cmd_init(args: argparse.Namespace) -> None:
         print(f"created: {item}")
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    from idp.storage.db import Database
+
+    database = Database(_settings().database_url)
+    try:
+        changed = database.upgrade()
+    finally:
+        database.dispose()
+    print("database schema migrated to the newest revision" if changed else "database schema already current")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from gunicorn.app.base import BaseApplication
 
@@ -204,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="idp", description="JP digital ID OpenID Provider")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init", help="create keys and database (idempotent)").set_defaults(func=cmd_init)
+    db = sub.add_parser("db").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="migrate the database schema (safe from several instances at once)").set_defaults(
+        func=cmd_db_upgrade)
     serve = sub.add_parser("serve", help="run the server under gunicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
