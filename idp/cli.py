@@ -55,6 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             self.cfg.set("threads", 4)
             self.cfg.set("accesslog", None)
             self.cfg.set("timeout", 30)
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25
+                # No management socket: its default path is shared by every instance on the host.
+                self.cfg.set("control_socket_disable", True)
             self.cfg.set("limit_request_line", 8190)  # request objects by value in a GET (OIDC Core §6.1)
 
         def load(self):  # type: ignore[no-untyped-def]
