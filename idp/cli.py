@@ -45,12 +45,16 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from idp.ops import serving
+
+    settings = _settings()
+    serving.prepare_metrics_dir()  # before prometheus_client is imported by the app
+
     from gunicorn.app.base import BaseApplication
 
     from idp import create_app
     from idp.context import initialise
 
-    settings = _settings()
     initialise(settings)
     if settings.development and not settings.registration_token:
         print("warning: IDP_REGISTRATION_TOKEN is unset: client registration is open (development issuer)",
@@ -66,6 +70,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             self.cfg.set("threads", 4)
             self.cfg.set("accesslog", None)
             self.cfg.set("timeout", 30)
+            self.cfg.set("graceful_timeout", serving.GRACEFUL_TIMEOUT)
+            self.cfg.set("child_exit", serving.child_exit)
+            self.cfg.set("post_fork", serving.post_fork_engine(app.extensions["idp"].db.engine))
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25
                 # No management socket: its default path is shared by every instance on the host.
                 self.cfg.set("control_socket_disable", True)
