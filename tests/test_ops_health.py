@@ -72,8 +72,11 @@ def test_readyz_is_503_while_the_signing_keys_are_missing(server):
 
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL: SQLite's file cannot be made unreachable to "
                                        "an open connection")
-def test_readyz_is_503_while_the_database_refuses_connections_and_recovers(tmp_path, jpki_ca):
+def test_readyz_is_503_while_the_database_refuses_connections_and_recovers(tmp_path, jpki_ca, caplog):
+    """Also: requests that need the database answer 503 with Retry-After, logged once."""
     import psycopg
+
+    from idp.ops import outage
 
     servers = start_idp(tmp_path, jpki_ca)
     server = next(servers)
@@ -88,6 +91,14 @@ def test_readyz_is_503_while_the_database_refuses_connections_and_recovers(tmp_p
         assert response.status_code == 503
         assert response.json() == {"error": "temporarily_unavailable",
                                    "error_description": "the database is unreachable"}
+        outage.reporter._last.clear()
+        caplog.clear()
+        for _ in range(5):
+            refused = requests.post(server.base_url + "/enroll/begin", json={}, timeout=30)
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+            assert refused.json()["error"] == "temporarily_unavailable"
+        reports = [r for r in caplog.records if r.name == "idp.outage"]
+        assert len(reports) == 1 and reports[0].exc_info is None  # one line, no traceback
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         assert ready(server).status_code == 200  # the same process, no restart
