@@ -17,7 +17,8 @@ import requests
 
 from idp.clients import fetch
 from tests.conftest import RunningIdP, start_idp
-from tests.support.listeners import ConnectionRecorder, TricklingServer, served_idp
+from tests.support.listeners import ConnectionRecorder, TricklingServer
+from tests.support.server import serve_idp
 
 REGISTRATION_TOKEN = "t" * 40
 # Every spelling of loopback from the issue, plus private, link-local, unique-local,
@@ -210,7 +211,8 @@ def test_a_full_pool_refuses_at_once() -> None:
 def test_discovery_answers_while_ten_authorize_requests_wait_on_a_trickling_request_uri(
         tmp_path: Any, jpki_ca: Any) -> None:
     """RFC 9101 §10.4.1 on a real 2-worker ``idp serve``: slow request_uri hosts hold no worker."""
-    with TricklingServer(interval=2.0) as slow, served_idp(tmp_path, jpki_ca) as base_url:
+    with TricklingServer(interval=2.0) as slow, serve_idp(tmp_path, jpki_ca) as server:
+        base_url = server.base_url
         client = requests.post(base_url + "/register", timeout=10, json={
             "rp_category": "municipal", "redirect_uris": ["http://127.0.0.1:9/cb"],
             "request_uris": [slow.url()], "token_endpoint_auth_method": "none"}).json()
@@ -233,5 +235,6 @@ def test_discovery_answers_while_ten_authorize_requests_wait_on_a_trickling_requ
             time.sleep(0.1)
         for thread in threads:
             thread.join()
+        assert "Traceback" not in server.log()
     assert slowest < 1.0, f"discovery took {slowest:.2f} s"
     assert len(statuses) == 10 and all(status < 500 for status in statuses), statuses
