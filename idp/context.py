@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import current_app
+from joserfc.jwk import KeySet
 
 from idp.attestation import AttestationTrust, load_trust
 from idp.ca.authority import CertificateAuthority
+from idp.clients.software_statement import load_authority_keys
 from idp.files import write_atomically
 from idp.keystore import KeyStore
 from idp.policy import Policy, load_policy
@@ -37,6 +39,7 @@ class Services:
     jpki_link_key: bytes
     secret_key: str
     attestation: AttestationTrust
+    authority_keys: KeySet | None = None  # the software-statement authority (PROTOCOL §7.1)
 
 
 def services() -> Services:
@@ -115,4 +118,5 @@ def load_services(settings: Settings) -> Services:
         secret_key=secret,
         attestation=load_trust(settings.attestation_roots, settings.fido_mds, settings.fido_mds_root,
                                settings.fido_mds_crls),
+        authority_keys=load_authority_keys(settings.trust_authority_jwks),
     )

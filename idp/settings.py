@@ -54,6 +54,7 @@ class Settings:
     fido_mds: Path | None = None
     fido_mds_root: Path | None = None
     fido_mds_crls: Path | None = None
+    trust_authority_jwks: Path | None = None
     testing: bool = False
     extra: Mapping[str, object] = field(default_factory=dict)
 
@@ -117,6 +118,8 @@ class Settings:
             fido_mds=_path(env, "IDP_FIDO_MDS"),
             fido_mds_root=_path(env, "IDP_FIDO_MDS_ROOT"),
             fido_mds_crls=_path(env, "IDP_FIDO_MDS_CRLS"),
+            trust_authority_jwks=Path(env["IDP_TRUST_AUTHORITY_JWKS"]) if env.get("IDP_TRUST_AUTHORITY_JWKS")
+            else None,
         )
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
