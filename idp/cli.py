@@ -49,6 +49,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = _settings()
     serving.prepare_metrics_dir()  # before prometheus_client is imported by the app
+    from idp.ops import logs
+
+    logs.configure()
 
     from gunicorn.app.base import BaseApplication
 
@@ -57,8 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     initialise(settings)
     if settings.development and not settings.registration_token:
-        print("warning: IDP_REGISTRATION_TOKEN is unset: client registration is open (development issuer)",
-              file=sys.stderr)
+        logs.access.getChild("serve").warning(
+            "IDP_REGISTRATION_TOKEN is unset: client registration is open (development issuer)")
     app = create_app(settings)
     workers = args.workers or min(multiprocessing.cpu_count() + 1, 8)  # gthread workers, 4 threads each
 
@@ -72,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", serving.GRACEFUL_TIMEOUT)
             self.cfg.set("child_exit", serving.child_exit)
+            self.cfg.set("logger_class", serving.json_logger_class())
             self.cfg.set("post_fork", serving.post_fork_engine(app.extensions["idp"].db.engine))
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25
                 # No management socket: its default path is shared by every instance on the host.
@@ -81,7 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         def load(self):  # type: ignore[no-untyped-def]
             return app
 
-    print(f"serving {settings.issuer} on http://{args.host}:{args.port} with {workers} workers", file=sys.stderr)
+    logs.access.getChild("serve").info("serving %s on http://%s:%s with %d workers", settings.issuer, args.host,
+                                       args.port, workers)
     Server().run()
 
 
