@@ -103,7 +103,9 @@ def _in_transaction(work: Callable[..., str]) -> str:
     try:
         with services.db.transaction() as session:
             session.info[audit.ANCHOR_DIR_KEY] = services.settings.keys_dir
-            return work(session, services)
+            result = work(session, services)
+        audit.flush_anchor()  # a command's entries are anchored before it returns
+        return result
     finally:
         services.db.dispose()
 
@@ -175,23 +177,49 @@ def cmd_jpki_refresh_crls(args: argparse.Namespace) -> None:
     print(_in_transaction(apply_jpki_revocations))
 
 
+def _verified(session, anchor) -> str:  # type: ignore[no-untyped-def]
+    """Verify the whole log (streaming); the summary line, or a CommandError naming the break."""
+    from idp import audit
+
+    result = audit.check(session, anchor)
+    if result.broken is not None:
+        raise CommandError(f"audit chain broken at entry {result.broken.seq}: {result.broken.reason}")
+    if anchor:
+        heads = ", ".join(f"entry {h.seq}" + (f" of chain {c}" if c else "") for c, h in sorted(anchor.items()))
+        anchored = f", head anchor at {heads}"
+    else:
+        anchored = ", no head anchor yet"
+    return f"audit chain intact: {result.entries} entries in {result.chains} chain(s){anchored}"
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> None:
     from idp import audit
 
-    settings = _settings()
-    anchor = audit.read_head(settings.keys_dir)  # before the entries: later commits only lengthen the log
+    anchor = audit.read_anchor(_settings().keys_dir)  # before the entries: later commits only lengthen the log
+    print(_in_transaction(lambda session, services: _verified(session, anchor)))
+
+
+def cmd_audit_archive(args: argparse.Namespace) -> None:
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from idp import audit
+
+    try:
+        before = datetime.fromisoformat(args.before)
+    except ValueError:
+        raise CommandError(f"--before {args.before!r} is not an ISO date (YYYY-MM-DD)") from None
+    before = before if before.tzinfo else before.replace(tzinfo=timezone.utc)
+    out = Path(args.out)
+    if out.exists():
+        raise CommandError(f"{out} exists: archives are never overwritten")
+    anchor = audit.read_anchor(_settings().keys_dir)
 
     def work(session, services):  # type: ignore[no-untyped-def]
-        broken = audit.verify(session, anchor)
-        if broken is not None:
-            raise CommandError(f"audit chain broken at entry {broken.seq}: {broken.reason}")
-        count = session.scalar(select(func.count()).select_from(AuditEntry))
-        anchored = f", head anchor at entry {anchor.seq}" if anchor else ", no head anchor yet"
-        return f"audit chain intact: {count} entries{anchored}"
-
-    from sqlalchemy import func, select
-
-    from idp.storage.models import AuditEntry
+        _verified(session, anchor)  # never archive (and prune) a log that does not verify
+        count = audit.archive(session, before, out)
+        return f"archived {count} entries recorded before {before.date().isoformat()} to {out}" if count else \
+            "nothing to archive"
 
     print(_in_transaction(work))
 
@@ -257,7 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_jpki_refresh_crls)
 
     audit_cmd = sub.add_parser("audit").add_subparsers(dest="audit_command", required=True)
-    audit_cmd.add_parser("verify", help="check the audit hash chain").set_defaults(func=cmd_audit_verify)
+    audit_cmd.add_parser("verify", help="check the audit hash chains").set_defaults(func=cmd_audit_verify)
+    archive = audit_cmd.add_parser("archive", help="export verified entries older than a date, then prune them")
+    archive.add_argument("--before", required=True, help="ISO date: entries recorded before it")
+    archive.add_argument("--out", required=True, help="new JSON-lines file to write")
+    archive.set_defaults(func=cmd_audit_archive)
 
     keys = sub.add_parser("keys").add_subparsers(dest="keys_command", required=True)
     rotate = keys.add_parser("rotate", help="publish new signing keys, use them after a grace period")
