@@ -36,6 +36,7 @@ from idp.oidc.par import PUSHED_MARK
 from idp.oidc.server import AuthorizedUser
 from idp.oidc.session import current_db
 from idp.storage.models import Account, AuthorizationTransaction
+from idp.storage.single_use import compare_and_set
 from idp.web import browser, i18n
 from idp.web.login import load_transaction
 
@@ -70,7 +71,7 @@ def csrf_token(txn: AuthorizationTransaction) -> str:
 
 
 def _authenticated_transaction(txn_id: Any) -> tuple[AuthorizationTransaction, browser.SessionView]:
-    txn = load_transaction(txn_id, lock=True)
+    txn = load_transaction(txn_id)
     if not browser.same_browser(txn.browser_binding):
         raise AccessDenied("this sign-in was started in another browser", error="other_browser")
     if txn.state in ("completed", "denied"):
@@ -89,15 +90,29 @@ def _resume(txn: AuthorizationTransaction, session: browser.SessionView):  # typ
     return validate(params, None, session.account, pushed=pushed)
 
 
+def answer(txn: AuthorizationTransaction, state: str) -> None:
+    """authenticated → ``state`` (completed or denied) in one compare-and-set: of any number
+    of concurrent submissions (or page loads answered by a remembered consent) exactly one
+    answers the transaction; the others are told it was already answered."""
+    if not compare_and_set(current_db(), AuthorizationTransaction, AuthorizationTransaction.id == txn.id,
+                           AuthorizationTransaction.state == "authenticated", state=state):
+        raise AccessDenied("this sign-in has already been answered", error="already_answered")
+
+
 def _finish(txn: AuthorizationTransaction, session: browser.SessionView) -> Response:
     try:
         checked = _resume(txn, session)
     except RedirectableError as exc:
-        txn.state = "denied"
+        answer(txn, "denied")
         return exc.response()
-    txn.state = "completed"
+    answer(txn, "completed")
+    return _issue(txn, session, checked)
+
+
+def _issue(txn: AuthorizationTransaction, session: browser.SessionView, checked: Any) -> Response:
     user = AuthorizedUser(account=session.account, auth_time=txn.auth_time, acr=txn.acr, amr=list(txn.amr or []),
-                          session_id=session.client_sid(txn.client_id), claims_request=checked.claims_request)
+                          session_id=session.client_sid(txn.client_id), claims_request=checked.claims_request,
+                          device_serial=txn.device_serial)
     return issue_code(checked, user)
 
 
@@ -132,12 +147,13 @@ def consent_decision() -> ResponseReturnValue:
         raise AccessDenied("choose allow or deny", error="invalid_request")
     checked = _resume(txn, session)
     if decision == "deny":
-        txn.state = "denied"
+        answer(txn, "denied")
         audit.record(current_db(), "consent.denied", account=txn.account_id, client=txn.client_id)
         return error_redirect(checked.redirect_uri, "access_denied", "the person declined",
                               checked.params.get("state"))
+    answer(txn, "completed")  # before anything is recorded: a duplicate submission records nothing
     release = release_for(checked.params, checked.client, checked.claims_request)
     grant_consent(current_db(), account_id=txn.account_id, client_id=txn.client_id, claims=release.all,
                   scopes=consented_scopes(checked.params), purpose=purpose_for(checked.params, checked.client),
                   policy_version=services().policy.version, remember=request.form.get("remember") == "1")
-    return _finish(txn, session)
+    return _issue(txn, session, checked)
