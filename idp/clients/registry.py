@@ -333,14 +333,12 @@ def create_client(session: Session, meta: dict[str, Any]) -> tuple[Client, dict[
 def delete_client(session: Session, row: Client) -> None:
     """RFC 7592 §2.3: the client_id, secret and registration token stop working; its tokens
     are revoked. The row stays (marked) so the audit trail and disclosure log keep their subject."""
-    from sqlalchemy import update
-
-    from idp.storage.models import Token
+    from idp.oidc.token_family import revoke_tokens
 
     row.client_metadata = {**row.client_metadata, DELETED_MARK: int(time.time())}
     row.client_secret = None
     row.registration_access_token_hash = ""
-    session.execute(update(Token).where(Token.client_id == row.client_id).values(revoked=True))
+    revoke_tokens(session, client_id=row.client_id)
 
 
 def client_information(row: Client, registration_client_uri: str) -> dict[str, Any]:
