@@ -41,8 +41,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = _settings()
     initialise(settings)
-    if not settings.registration_token:
-        print("warning: IDP_REGISTRATION_TOKEN is unset: client registration is open (development only)",
+    if settings.development and not settings.registration_token:
+        print("warning: IDP_REGISTRATION_TOKEN is unset: client registration is open (development issuer)",
               file=sys.stderr)
     app = create_app(settings)
     workers = args.workers or min(multiprocessing.cpu_count() + 1, 8)  # gthread workers, 4 threads each
@@ -238,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("prune", help="delete expired transactions, codes, sessions and tokens").set_defaults(
         func=cmd_prune)
+
+    from idp.clients import commands as client_commands
+
+    client_commands.add_parsers(sub)
 
     policy = sub.add_parser("policy").add_subparsers(dest="policy_command", required=True)
     policy.add_parser("show", help="print the effective category policy").set_defaults(func=cmd_policy_show)
