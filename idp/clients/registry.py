@@ -364,14 +364,11 @@ def disable_client(session: Session, row: Client) -> int:
     """The operator ends a client (PROTOCOL §7.1): it can no longer authenticate or start a
     login, and every token it holds is revoked by one UPDATE, effective at once. Returns the
     number of tokens revoked. Unlike an RFC 7592 delete, the registration stays readable."""
-    from sqlalchemy import update
-
-    from idp.storage.models import Token, utcnow
+    from idp.oidc.token_family import revoke_tokens
+    from idp.storage.models import utcnow
 
     row.disabled_at = row.disabled_at or utcnow()
-    revoked = session.execute(update(Token).where(Token.client_id == row.client_id, Token.revoked.is_(False))
-                              .values(revoked=True).execution_options(synchronize_session=False))
-    return revoked.rowcount
+    return revoke_tokens(session, client_id=row.client_id)
 
 
 def client_status(row: Client) -> str:

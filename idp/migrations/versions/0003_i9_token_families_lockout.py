@@ -1,15 +1,15 @@
 """token families by device, lock-out per credential and client address
 
-Revision ID: 0002_i9_token_families_lockout
-Revises: 0001
+Revision ID: 0003_i9_token_families_lockout
+Revises: 0002_i12_registration_authority
 """
 from alembic import op
 import sqlalchemy as sa
 import idp.storage.models
 
 
-revision = "0002_i9_token_families_lockout"
-down_revision = "0001"
+revision = "0003_i9_token_families_lockout"
+down_revision = "0002_i12_registration_authority"
 branch_labels = None
 depends_on = None
 
