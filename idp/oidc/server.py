@@ -45,6 +45,7 @@ from idp.context import services
 from idp.oidc import claims as claims_mod
 from idp.oidc.session import current_db
 from idp.oidc.token_family import revoke_tokens
+from idp.ops import metrics
 from idp.storage.models import Account, AuthorizationCode, Client, Token, utcnow
 from idp.storage.single_use import compare_and_set
 
@@ -178,6 +179,7 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         row.code_hash = old.row.code_hash
         row.device_serial = old.row.device_serial
     current_db().add(row)
+    metrics.token_issued(client.category)
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
