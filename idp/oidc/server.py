@@ -48,6 +48,7 @@ from idp.storage.models import Account, AuthorizationCode, Client, Token, utcnow
 ID_TOKEN_LIFETIME = 3600
 CODE_LIFETIME = 60
 JTI_CACHE_SECONDS = 600
+AUTHORIZATION_CODE_LENGTH = 48  # characters of [A-Za-z0-9]: about 285 bits (RFC 6749 §10.10)
 
 
 def token_hash(value: str) -> str:
@@ -172,28 +173,29 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     current_db().add(row)
 
 
+def store_authorization_code(code: str, *, client_id: str, user: AuthorizedUser, params: dict[str, Any]) -> None:
+    """Keep a code's digest with what the token request must match (RFC 6749 §4.1.3: the
+    redirect_uri as sent, RFC 7636 §4.6: the PKCE challenge) and what the ID token says."""
+    current_db().add(AuthorizationCode(
+        code_hash=token_hash(code),
+        client_id=client_id,
+        account_id=user.account.id,
+        redirect_uri=params.get("redirect_uri") or "",
+        scope=params.get("scope") or "",
+        nonce=params.get("nonce"),
+        code_challenge=params.get("code_challenge"),
+        code_challenge_method=params.get("code_challenge_method"),
+        claims=user.claims_request,
+        session_id=user.session_id,
+        auth_time=user.auth_time,
+        acr=user.acr,
+        amr=user.amr,
+        expires_at=utcnow() + timedelta(seconds=CODE_LIFETIME),
+    ))
+
+
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
-
-    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
-        user: AuthorizedUser = request.user
-        data = request.payload.data
-        current_db().add(AuthorizationCode(
-            code_hash=token_hash(code),
-            client_id=request.client.client_id,
-            account_id=user.account.id,
-            redirect_uri=data.get("redirect_uri") or "",
-            scope=request.scope or "",
-            nonce=data.get("nonce"),
-            code_challenge=data.get("code_challenge"),
-            code_challenge_method=data.get("code_challenge_method"),
-            claims=user.claims_request,
-            session_id=user.session_id,
-            auth_time=user.auth_time,
-            acr=user.acr,
-            amr=user.amr,
-            expires_at=utcnow() + timedelta(seconds=CODE_LIFETIME),
-        ))
 
     def query_authorization_code(self, code: str, client: RegisteredClient) -> StoredCode | None:
         """A reused code is refused and every token issued from it revoked (RFC 6749 §4.1.2)."""
