@@ -381,7 +381,7 @@ def session_satisfies(c: Checked, session: browser.SessionView | None) -> bool:
     return True
 
 
-def issue_code(c: Checked, user: AuthorizedUser) -> Response:
+def issue_code(c: Checked, user: AuthorizedUser, session: browser.SessionView) -> Response:
     """The code response (OIDC Core §3.1.2.5, RFC 6749 §4.1.2) with ``iss`` (RFC 9207 §2);
     records the client in the browser session for logout.
 
@@ -394,7 +394,7 @@ def issue_code(c: Checked, user: AuthorizedUser) -> Response:
         return error_redirect(c.redirect_uri, "access_denied", "the essential acr could not be met",
                               c.params.get("state"))
     user.nonce = c.params.get("nonce")
-    remember_session_client(c.client.client_id)
+    remember_session_client(session, c.client.client_id)
     code = generate_token(AUTHORIZATION_CODE_LENGTH)
     store_authorization_code(code, client_id=c.client.client_id, user=user, params=c.params)
     answer = [("code", code)]
@@ -404,12 +404,9 @@ def issue_code(c: Checked, user: AuthorizedUser) -> Response:
     return redirect(add_params_to_uri(c.redirect_uri, answer), code=302)
 
 
-def remember_session_client(client_id: str) -> None:
+def remember_session_client(session: browser.SessionView, client_id: str) -> None:
     """Back-Channel Logout 1.0 §2.7: which RPs this browser session signed in to (one
     statement: an insert that leaves an existing pair alone)."""
-    session = browser.current_session()
-    if session is None:
-        return
     db = current_db()
     dialect = db.get_bind().dialect.name
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
@@ -453,7 +450,7 @@ def handle() -> Response:
     if session_satisfies(c, session):
         assert session is not None
         if "consent" not in c.prompts and consent_answers(session.account_id, c.params, c.client, c.claims_request):
-            return issue_code(c, authorized_user(session, c))
+            return issue_code(c, authorized_user(session, c), session)
         if "none" in c.prompts:
             return error_redirect(c.redirect_uri, "consent_required", "consent is needed", c.params.get("state"))
         txn = open_transaction(c, authenticated=session)

@@ -38,6 +38,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from sqlalchemy import select, update
 
+from idp.clients import cache as client_cache
 from idp.clients.keys import ClientKeyError, client_key_resolver
 from idp.clients.registry import REQUEST_OBJECT_ALGS, RegisteredClient
 from idp.context import services
@@ -139,7 +140,7 @@ def user_from(row: AuthorizationCode | Token) -> AuthorizedUser:
 def query_client(client_id: str) -> RegisteredClient | None:
     if not isinstance(client_id, str) or len(client_id) > 64:
         return None
-    row = current_db().get(Client, client_id)
+    row = client_cache.clients.get(client_id, lambda: current_db().get(Client, client_id))
     if row is None:
         return None
     client = RegisteredClient(row)

@@ -69,8 +69,9 @@ def csrf_token(txn: AuthorizationTransaction) -> str:
     return hmac.new(key, f"consent:{txn.id}:{txn.browser_binding}".encode(), hashlib.sha256).hexdigest()
 
 
-def _authenticated_transaction(txn_id: Any) -> tuple[AuthorizationTransaction, browser.SessionView]:
-    txn = load_transaction(txn_id, lock=True)
+def _authenticated_transaction(txn_id: Any, txn: AuthorizationTransaction | None = None,
+                               ) -> tuple[AuthorizationTransaction, browser.SessionView]:
+    txn = txn or load_transaction(txn_id, lock=True)
     if not browser.same_browser(txn.browser_binding):
         raise AccessDenied("this sign-in was started in another browser", error="other_browser")
     if txn.state in ("completed", "denied"):
@@ -92,15 +93,15 @@ def _finish(txn: AuthorizationTransaction, session: browser.SessionView, checked
     txn.state = "completed"
     user = AuthorizedUser(account=session.account, auth_time=txn.auth_time, acr=txn.acr, amr=list(txn.amr or []),
                           session_id=session.client_sid(txn.client_id), claims_request=checked.claims_request)
-    return issue_code(checked, user)
+    return issue_code(checked, user, session)
 
 
 @bp.get("/consent")
 def consent_page() -> ResponseReturnValue:
-    pending = load_transaction(request.args.get("txn"))
+    pending = load_transaction(request.args.get("txn"), lock=True)
     if pending.state == "pending" and browser.same_browser(pending.browser_binding):
         return redirect(url_for("login.login_page", txn=pending.id))  # not signed yet: back to sign-in
-    txn, session = _authenticated_transaction(request.args.get("txn"))
+    txn, session = _authenticated_transaction(pending.id, pending)
     try:
         checked = _resume(txn, session)
     except RedirectableError as exc:
