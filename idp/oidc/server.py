@@ -36,9 +36,8 @@ from authlib.oidc.core.util import create_half_hash
 from flask import Flask, g
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
-from idp.clients import cache as client_cache
 from idp.clients.keys import ClientKeyError, client_key_resolver
 from idp.clients.registry import REQUEST_OBJECT_ALGS, RegisteredClient
 from idp.context import services
@@ -140,11 +139,17 @@ def user_from(row: AuthorizationCode | Token) -> AuthorizedUser:
 def query_client(client_id: str) -> RegisteredClient | None:
     if not isinstance(client_id, str) or len(client_id) > 64:
         return None
-    row = client_cache.clients.get(client_id, lambda: current_db().get(Client, client_id))
-    if row is None:
-        return None
-    client = RegisteredClient(row)
-    return client if client.active else None
+    memo: dict[str, RegisteredClient | None] = g.setdefault("registered_clients", {})
+    if client_id not in memo:
+        row = current_db().connection().execute(_CLIENT_BY_ID, {"client_id": client_id}).first()
+        memo[client_id] = RegisteredClient(row) if row is not None else None  # type: ignore[arg-type]
+    client = memo[client_id]
+    return client if client is not None and client.active else None
+
+
+# A client is read fresh on every request (an operator's `idp clients disable` in another process
+# takes effect at once), but as a plain row: a fifth of the ORM's cost, and once per request.
+_CLIENT_BY_ID = select(Client.__table__).where(Client.__table__.c.client_id == bindparam("client_id"))
 
 
 def save_token(token: dict[str, Any], request: OAuth2Request) -> None:

@@ -107,14 +107,13 @@ def current_session() -> SessionView | None:
     return SessionView(row, account)
 
 
-def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: list[str], acr: str) -> SessionView:
+def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: list[str], acr: str) -> None:
     value = secrets.token_urlsafe(32)
     row = BrowserSession(id=_digest(value), sid=secrets.token_urlsafe(24), account_id=account_id,
                          device_serial=device_serial, auth_time=auth_time, amr=amr, acr=acr,
                          expires_at=utcnow() + SESSION_LIFETIME)
     current_db().add(row)
     g.new_session = value
-    return SessionView(row, current_db().get(Account, account_id))
 
 
 def end_session() -> BrowserSession | None:

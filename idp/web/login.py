@@ -245,7 +245,7 @@ def status() -> ResponseReturnValue:
 def _next_for(txn: AuthorizationTransaction) -> str:
     """Start the browser session once, in the opening browser only; then go to consent."""
     if not txn.session_started and browser.same_browser(txn.browser_binding):
+        txn.session_started = True
         browser.start_session(account_id=txn.account_id, device_serial=txn.device_serial,
                               auth_time=txn.auth_time, amr=list(txn.amr or []), acr=txn.acr)
-        txn.session_started = True
     return services().settings.url(url_for("consent.consent_page", txn=txn.id))
