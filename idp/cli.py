@@ -200,7 +200,9 @@ def cmd_prune(args: argparse.Namespace) -> None:
 def cmd_policy_show(args: argparse.Namespace) -> None:
     from idp.policy import load_policy
 
-    print(json.dumps(load_policy(_settings().policy_file).as_dict(), indent=2, ensure_ascii=False))
+    settings = _settings()
+    policy = load_policy(settings.policy_file, development=settings.development)
+    print(json.dumps(policy.as_dict(), indent=2, ensure_ascii=False))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,6 +51,9 @@ class Settings:
     rate_limit_storage: str = "memory://"
     proxy_hops: int = 0
     secret_key: str | None = None
+    fido_mds: Path | None = None
+    fido_mds_root: Path | None = None
+    fido_mds_crls: Path | None = None
     trust_authority_jwks: Path | None = None
     testing: bool = False
     extra: Mapping[str, object] = field(default_factory=dict)
@@ -112,6 +115,9 @@ class Settings:
             rate_limit_storage=env.get("IDP_RATE_LIMIT_STORAGE", "memory://"),
             proxy_hops=_count(env, "IDP_PROXY_HOPS"),
             secret_key=env.get("IDP_SECRET_KEY") or None,
+            fido_mds=_path(env, "IDP_FIDO_MDS"),
+            fido_mds_root=_path(env, "IDP_FIDO_MDS_ROOT"),
+            fido_mds_crls=_path(env, "IDP_FIDO_MDS_CRLS"),
             trust_authority_jwks=Path(env["IDP_TRUST_AUTHORITY_JWKS"]) if env.get("IDP_TRUST_AUTHORITY_JWKS")
             else None,
         )
@@ -132,6 +138,10 @@ class Settings:
                 raise SettingsError(f"IDP_WEBAUTHN_ORIGINS: {origin!r} must be https")
         if not self.development and self.allow_http_loopback and not self.testing:
             raise SettingsError("IDP_ALLOW_HTTP_LOOPBACK=1 is for development issuers only")
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    return Path(env[name]) if env.get(name) else None
 
 
 def _count(env: Mapping[str, str], name: str) -> int:
