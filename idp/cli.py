@@ -49,20 +49,20 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = _settings()
     serving.prepare_metrics_dir()  # before prometheus_client is imported by the app
-    from idp.ops import logs
-
-    logs.configure()
 
     from gunicorn.app.base import BaseApplication
 
     from idp import create_app
     from idp.context import initialise
 
+    from idp.ops import logs
+
     initialise(settings)
+    app = create_app(settings)
+    logs.configure()  # after start-up: a refusal to start stays one plain line (main)
     if settings.development and not settings.registration_token:
         logs.access.getChild("serve").warning(
             "IDP_REGISTRATION_TOKEN is unset: client registration is open (development issuer)")
-    app = create_app(settings)
     workers = args.workers or min(multiprocessing.cpu_count() + 1, 8)  # gthread workers, 4 threads each
 
     class Server(BaseApplication):  # type: ignore[misc]

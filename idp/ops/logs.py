@@ -69,12 +69,14 @@ def _current_request_id() -> str | None:
 
 
 def configure(level: int = logging.INFO) -> None:
-    """Send every log record of the process to stderr as JSON lines (``idp serve``)."""
+    """Send log records to stderr as JSON lines (``idp serve``): the IdP's own from ``level``
+    up, libraries' (alembic, urllib3…) from WARNING up."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("idp").setLevel(level)
 
 
 def init_app(app: Flask) -> None:
