@@ -11,8 +11,8 @@ every token has; SoftHSM2 has no CKM_ECDSA_SHA256) and the raw r||s answer is DE
 for X.509 (RFC 5758 §3.2) by `cryptography`; joserfc turns it back into r||s for JWS
 (RFC 7518 §3.4). RSA keys sign with CKM_SHA256_RSA_PKCS (RS256) or CKM_SHA256_RSA_PKCS_PSS.
 
-Process model: a PKCS#11 library must be initialised again in a forked child (PKCS#11
-v2.40 §6.7.7), and gunicorn forks its workers after the app is built, so the session is
+Process model: a forked child must initialise a PKCS#11 library again before using it
+(PKCS#11 v2.40: a child inherits no usable sessions), and gunicorn forks its workers after the app is built, so the session is
 opened per process, on first use, and shared by its threads under a lock (a session
 must not run two operations at once).
 """
