@@ -65,13 +65,14 @@ class Token:
 
     def __init__(self, config: Pkcs11Config) -> None:
         self.config = config
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
+        """Held for any use of the session: PKCS#11 sessions run one operation at a time."""
         self._pid = -1
         self._session: Any = None
 
     def session(self) -> Any:
         """The session of this process (opened and logged in on first use after a fork)."""
-        with self._lock:
+        with self.lock:
             if self._session is not None and self._pid == os.getpid():
                 return self._session
             library = _library(self.config.module)
@@ -89,7 +90,7 @@ class Token:
             return self._session
 
     def sign(self, key_id: bytes, data: bytes, mechanism: Mechanism, mechanism_param: Any = None) -> bytes:
-        with self._lock:
+        with self.lock:
             try:
                 key = self.session().get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)
                 return bytes(key.sign(data, mechanism=mechanism, mechanism_param=mechanism_param))
@@ -207,7 +208,7 @@ class Pkcs11KeyBackend(KeyBackend):
         if alg not in SIGNING_ALGS:
             raise KeyBackendError(f"unsupported signing algorithm {alg}")
         temporary = b"new-" + secrets.token_bytes(8)
-        with self.token._lock:
+        with self.token.lock:
             session = self.token.session()
             public, private = self._generate(session, KeyType.EC if alg == "ES256" else KeyType.RSA, temporary,
                                              "idp-sig-new")
@@ -227,13 +228,13 @@ class Pkcs11KeyBackend(KeyBackend):
         return jwk.RSAKey(TokenRsaKey(self.token, key_id, public), public_jwk)  # type: ignore[arg-type]
 
     def delete_signing_key(self, kid: str) -> None:
-        with self.token._lock:
+        with self.token.lock:
             for obj in self.token.session().get_objects({Attribute.ID: kid.encode()}):
                 obj.destroy()
 
     # ---- the CA key ----
     def generate_ca_key(self) -> ec.EllipticCurvePrivateKey:
-        with self.token._lock:
+        with self.token.lock:
             session = self.token.session()
             if list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: CA_LABEL})):
                 raise KeyBackendError(f"the token already holds a CA key ({CA_LABEL}); refusing to make another")
@@ -263,7 +264,7 @@ class Pkcs11KeyBackend(KeyBackend):
             raise KeyBackendError(f"PKCS#11 key generation failed: {type(exc).__name__}") from None
 
     def _private(self, key_id: bytes) -> Any:
-        with self.token._lock:
+        with self.token.lock:
             try:
                 return self.token.session().get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)
             except (pkcs11.NoSuchKey, pkcs11.MultipleObjectsReturned):
@@ -271,7 +272,7 @@ class Pkcs11KeyBackend(KeyBackend):
                                       "run `idp init`") from None
 
     def _public(self, key_id: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
-        with self.token._lock:
+        with self.token.lock:
             try:
                 obj = self.token.session().get_key(object_class=ObjectClass.PUBLIC_KEY, id=key_id)
             except (pkcs11.NoSuchKey, pkcs11.MultipleObjectsReturned):
