@@ -1,4 +1,4 @@
-"""RP onboarding on a production (https) issuer (PROTOCOL §7.1, RFC 7591 §2.3, §3, §3.2.1).
+"""RP onboarding on a production (https) issuer (RFC 7591 §2.3, §3, §3.2.1).
 
 The server runs over real HTTP on loopback but believes it is ``https://id.example.jp``:
 registration is then never open, and the category comes from whoever vouches for the RP

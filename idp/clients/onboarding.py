@@ -1,4 +1,4 @@
-"""Who may register a client, and who decides its category (PROTOCOL §7.1).
+"""Who may register a client, and who decides its category (docs/rp-integration.md, "Onboarding").
 
 The category decides what an RP may receive, so the RP must not simply declare it. A
 registration request is admitted by one of:
