@@ -40,7 +40,7 @@ class Services:
     jpki_link_key: bytes
     secret_key: str
     attestation: AttestationTrust
-    authority_keys: KeySet | None = None  # the software-statement authority (PROTOCOL §7.1)
+    authority_keys: KeySet | None = None  # the software-statement authority (RFC 7591 §2.3)
 
 
 def services() -> Services:
