@@ -12,8 +12,10 @@ from pathlib import Path
 
 from cryptography import x509
 from flask import current_app
+from joserfc.jwk import KeySet
 
 from idp.ca.authority import CertificateAuthority
+from idp.clients.software_statement import load_authority_keys
 from idp.files import write_atomically
 from idp.keystore import KeyStore
 from idp.policy import Policy, load_policy
@@ -38,6 +40,7 @@ class Services:
     jpki_link_key: bytes
     secret_key: str
     attestation_roots: dict[str, list[bytes]] | None
+    authority_keys: KeySet | None = None  # the software-statement authority (PROTOCOL §7.1)
 
 
 def services() -> Services:
@@ -115,6 +118,7 @@ def load_services(settings: Settings) -> Services:
         jpki_link_key=_secret_file(keys / "jpki-link.key", create=False),
         secret_key=secret,
         attestation_roots=load_attestation_roots(settings.attestation_roots),
+        authority_keys=load_authority_keys(settings.trust_authority_jwks),
     )
 
 

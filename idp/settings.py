@@ -51,6 +51,7 @@ class Settings:
     rate_limit_storage: str = "memory://"
     proxy_hops: int = 0
     secret_key: str | None = None
+    trust_authority_jwks: Path | None = None
     testing: bool = False
     extra: Mapping[str, object] = field(default_factory=dict)
 
@@ -111,6 +112,8 @@ class Settings:
             rate_limit_storage=env.get("IDP_RATE_LIMIT_STORAGE", "memory://"),
             proxy_hops=_count(env, "IDP_PROXY_HOPS"),
             secret_key=env.get("IDP_SECRET_KEY") or None,
+            trust_authority_jwks=Path(env["IDP_TRUST_AUTHORITY_JWKS"]) if env.get("IDP_TRUST_AUTHORITY_JWKS")
+            else None,
         )
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
