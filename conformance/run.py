@@ -102,7 +102,8 @@ def run(argv: Sequence[str] | None = None) -> tuple[list[Outcome], str]:
     try:
         provider = discover(issuer, requests.Session())
         env = Environment(issuer=issuer, provider=provider, person=Person(issuer, jpki_ca.issue_card()),
-                          rp_host=rp_host, rotate_keys=rotate, age_codes=age_codes, registration_token=args.registration_token,
+                          rp_host=rp_host, rotate_keys=rotate, age_codes=age_codes,
+                          registration_token=args.registration_token,
                           options=Options(code_reuse_wait=args.code_reuse_wait,
                                           jwks_refresh_wait=args.jwks_refresh_wait, category=args.category))
         started = time.monotonic()

@@ -20,6 +20,7 @@ from tests.support.dpop import DPoPKey, send
 from tests.support.rp import AuthorizationError, RelyingParty, RPError
 
 PARALLEL = 20
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"  # RFC 7636 appendix B
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +255,7 @@ def test_a_proof_at_par_binds_the_code_to_its_key(idp, bank, person, browser):
     assert bank.exchange(code, request).token["token_type"] == "DPoP"
     mismatch = send(bank.session, bank.dpop, "POST", bank.provider["pushed_authorization_request_endpoint"],
                     data={"client_id": bank.client_id, "response_type": "code", "scope": "openid",
-                          "redirect_uri": bank.redirect_uri, "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                          "redirect_uri": bank.redirect_uri, "code_challenge": CHALLENGE,
                           "code_challenge_method": "S256", "dpop_jkt": other.jkt},
                     auth=bank.client_auth(), timeout=10)
     assert error_of(mismatch, error="invalid_dpop_proof")

@@ -23,7 +23,8 @@ def verify(proof: str | list[str], **kwargs):  # type: ignore[no-untyped-def]
     return dpop.verify_proof(proof if isinstance(proof, list) else [proof], **kwargs)
 
 
-def refused(proof: str | list[str], reason: str, error: str = "invalid_dpop_proof", **kwargs) -> None:  # type: ignore[no-untyped-def]
+def refused(proof: str | list[str], reason: str, error: str = "invalid_dpop_proof",
+            **kwargs) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(dpop.DPoPError) as caught:
         verify(proof, **kwargs)
     assert caught.value.error == error
