@@ -49,8 +49,13 @@ class Settings:
     allow_http_loopback: bool
     policy_file: Path | None = None
     rate_limit_storage: str = "memory://"
+    redis_url: str | None = None
+    metrics_token: str | None = None
     proxy_hops: int = 0
     secret_key: str | None = None
+    fido_mds: Path | None = None
+    fido_mds_root: Path | None = None
+    fido_mds_crls: Path | None = None
     trust_authority_jwks: Path | None = None
     testing: bool = False
     extra: Mapping[str, object] = field(default_factory=dict)
@@ -109,9 +114,15 @@ class Settings:
             rate_limit_per_minute=rate,
             allow_http_loopback=_named_flag(env, "IDP_ALLOW_HTTP_LOOPBACK", dev),
             policy_file=Path(env["IDP_POLICY_FILE"]) if env.get("IDP_POLICY_FILE") else None,
-            rate_limit_storage=env.get("IDP_RATE_LIMIT_STORAGE", "memory://"),
+            # the instances of one deployment share the counters through IDP_REDIS_URL
+            rate_limit_storage=env.get("IDP_RATE_LIMIT_STORAGE") or env.get("IDP_REDIS_URL") or "memory://",
+            redis_url=env.get("IDP_REDIS_URL") or None,
+            metrics_token=env.get("IDP_METRICS_TOKEN") or None,
             proxy_hops=_count(env, "IDP_PROXY_HOPS"),
             secret_key=env.get("IDP_SECRET_KEY") or None,
+            fido_mds=_path(env, "IDP_FIDO_MDS"),
+            fido_mds_root=_path(env, "IDP_FIDO_MDS_ROOT"),
+            fido_mds_crls=_path(env, "IDP_FIDO_MDS_CRLS"),
             trust_authority_jwks=Path(env["IDP_TRUST_AUTHORITY_JWKS"]) if env.get("IDP_TRUST_AUTHORITY_JWKS")
             else None,
         )
@@ -132,6 +143,10 @@ class Settings:
                 raise SettingsError(f"IDP_WEBAUTHN_ORIGINS: {origin!r} must be https")
         if not self.development and self.allow_http_loopback and not self.testing:
             raise SettingsError("IDP_ALLOW_HTTP_LOOPBACK=1 is for development issuers only")
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    return Path(env[name]) if env.get(name) else None
 
 
 def _count(env: Mapping[str, str], name: str) -> int:

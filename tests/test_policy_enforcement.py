@@ -40,7 +40,7 @@ def relaxed_pkce(idp, tmp_path):
     policy_file.write_text("[categories.municipal]\nrequire_pkce = false\n")
     services = idp.services()
     original = services.policy
-    services.policy = load_policy(policy_file)
+    services.policy = load_policy(policy_file, development=True)
     yield
     services.policy = original
 

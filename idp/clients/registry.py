@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from idp.policy import CATEGORIES, Policy
 from idp.privacy import contains_individual_number
 from idp.settings import LOOPBACK_HOSTS
 from idp.storage.models import Client
+
+log = logging.getLogger("idp.registration")
 
 SIGNING_ALGS = ("ES256", "RS256")
 # OIDC Registration 1.0 §2: "The default, if omitted, is RS256" (oidcc-idtoken-signature checks it).
@@ -264,7 +267,8 @@ def _check_uri(field: str, uri: Any, allow_http_loopback: bool) -> None:
     try:
         check_url(uri, allow_http_loopback=allow_http_loopback)
     except FetchError as exc:
-        raise InvalidClientMetadata(f"{field}: {exc}") from None
+        log.info("registration refused %s: %s", field, exc.detail)
+        raise InvalidClientMetadata(f"{field} must be an https URL of a public host") from None
 
 
 def _keys(body: Mapping[str, Any], meta: dict[str, Any], allow_http_loopback: bool, method: str) -> None:
@@ -321,10 +325,11 @@ def _check_sector_identifier_uri(uri: Any, redirect_uris: list[str], allow_http_
     """OIDC Registration §5: the document is a JSON array listing every redirect URI."""
     if not isinstance(uri, str):
         raise InvalidClientMetadata("sector_identifier_uri must be a URI")
+    _check_uri("sector_identifier_uri", uri, allow_http_loopback)
     try:
         listed = fetch_json(uri, allow_http_loopback=allow_http_loopback)
-    except FetchError as exc:
-        raise InvalidClientMetadata(f"sector_identifier_uri: {exc}") from None
+    except FetchError:
+        raise InvalidClientMetadata("sector_identifier_uri could not be fetched") from None
     if not isinstance(listed, list) or not all(isinstance(v, str) for v in listed):
         raise InvalidClientMetadata("sector_identifier_uri must return a JSON array of redirect URIs")
     missing = [u for u in redirect_uris if u not in listed]

@@ -42,7 +42,7 @@ from idp.oidc.par import PUSHED_MARK, take_pushed_request
 from idp.oidc.server import AuthorizedUser, query_client
 from idp.oidc.session import current_db
 from idp.privacy import contains_individual_number
-from idp.policy import ACR_ORDER
+from idp.policy import ACR_ORDER, acr_rank
 from idp.storage.models import AuthorizationTransaction, SessionClient, utcnow
 from idp.web import browser
 
@@ -364,10 +364,6 @@ def wanted_acr_rank(c: Checked) -> int:
     wanted = essential_acr_values(c.claims_request) or (c.params.get("acr_values") or "").split()
     ranks = [ACR_ORDER.index(v) for v in wanted if v in ACR_ORDER]
     return min(ranks) if ranks else -1
-
-
-def acr_rank(acr: str | None) -> int:
-    return ACR_ORDER.index(acr) if acr in ACR_ORDER else -1
 
 
 def session_satisfies(c: Checked, session: browser.SessionView | None) -> bool:
