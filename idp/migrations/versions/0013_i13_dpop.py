@@ -1,14 +1,14 @@
 """DPoP key binding (RFC 9449): codes and tokens carry the proof key's JWK thumbprint
 
 Revision ID: 0013_i13_dpop
-Revises: 0002_i12_registration_authority
+Revises: 0003_i9_token_families_lockout
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = "0013_i13_dpop"
-down_revision = "0002_i12_registration_authority"
+down_revision = "0003_i9_token_families_lockout"
 branch_labels = None
 depends_on = None
 
