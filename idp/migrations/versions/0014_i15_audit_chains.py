@@ -1,7 +1,7 @@
 """audit log as several hash chains (chain, seq) with archive checkpoints
 
-Revision ID: 0004_i15_audit_chains
-Revises: 0003_i9_token_families_lockout
+Revision ID: 0014_i15_audit_chains
+Revises: 0013_i13_dpop
 
 The primary key changes from ``seq`` to ``(chain, seq)``; existing entries become chain 0
 unchanged (their hashes do not cover the chain number), so an existing log still verifies.
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import idp.storage.models
 
 
-revision = "0004_i15_audit_chains"
-down_revision = "0003_i9_token_families_lockout"
+revision = "0014_i15_audit_chains"
+down_revision = "0013_i13_dpop"
 branch_labels = None
 depends_on = None
 
