@@ -55,6 +55,12 @@ class Meter:
         self.profiler = profiler
         self.lock = threading.Lock()
         self.trace: list[str] | None = None  # statements of the requests, when tracing
+        self.flow_cpu: dict[str, list[float]] = defaultdict(list)  # by flow kind: app CPU of each flow
+        self.flow_statements: dict[str, list[int]] = defaultdict(list)
+
+    def totals(self) -> tuple[float, int]:
+        with self.lock:
+            return sum(sum(v) for v in self.cpu.values()), sum(self.statements.values())
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
         key = f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"
@@ -144,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
             for number in range(args.flows):
                 if args.trace_sql and number == args.flows - 1:
                     meter.trace = []
-                kinds[client.run_one().kind] += 1
+                cpu_before, statements_before = meter.totals()
+                kind = client.run_one().kind
+                cpu_after, statements_after = meter.totals()
+                kinds[kind] += 1
+                meter.flow_cpu[kind].append(cpu_after - cpu_before)
+                meter.flow_statements[kind].append(statements_after - statements_before)
             elapsed = time.perf_counter() - started
             meter.recording = False
             client.close()
@@ -189,6 +200,12 @@ def build_report(meter: Meter, args: argparse.Namespace, kinds: dict[str, int], 
         "sequential_flows_per_s": round(args.flows / elapsed, 2),
         "app_cpu_ms_per_flow": round(1000 * total_cpu / args.flows, 2),
         "sql_per_flow": round(sum(meter.statements.values()) / args.flows, 1),
+        "by_flow_kind": {
+            kind: {"flows": len(cpu), "app_cpu_ms_per_flow": round(1000 * sum(cpu) / len(cpu), 2),
+                   "app_cpu_p50_ms": round(1000 * lf.percentile(sorted(cpu), 50), 2),
+                   "sql_per_flow": round(sum(meter.flow_statements[kind]) / len(cpu), 1)}
+            for kind, cpu in sorted(meter.flow_cpu.items())
+        },
         "endpoints": endpoints,
     }
 
@@ -206,6 +223,10 @@ def print_report(report: dict[str, Any]) -> None:
     print("  (times in ms; SQL/req counts statements sent to the database, writes the INSERT/UPDATE/DELETE)")
     print(f"  app CPU per flow: {report['app_cpu_ms_per_flow']:.1f} ms, {report['sql_per_flow']:.0f} SQL statements; "
           f"{report['sequential_flows_per_s']:.1f} sequential flows/s (driver included)")
+    for kind, figures in report["by_flow_kind"].items():
+        label = "remembered-consent login" if kind == "login" else kind
+        print(f"  per {label} ({figures['flows']} flows): {figures['app_cpu_ms_per_flow']:.1f} ms app CPU "
+              f"(p50 {figures['app_cpu_p50_ms']:.1f}), {figures['sql_per_flow']:.0f} SQL statements")
 
 
 if __name__ == "__main__":
