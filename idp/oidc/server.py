@@ -36,7 +36,7 @@ from authlib.oidc.core.util import create_half_hash
 from flask import Flask, g
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, select, update
 
 from idp.clients.keys import ClientKeyError, client_key_resolver
 from idp.clients.registry import REQUEST_OBJECT_ALGS, RegisteredClient
@@ -44,7 +44,7 @@ from idp.context import services
 from idp.oidc import claims as claims_mod
 from idp.oidc.session import current_db
 from idp.ops import metrics
-from idp.storage.models import Account, AuthorizationCode, Client, Token, utcnow
+from idp.storage.models import Account, AuthorizationCode, Client, Consent, Token, utcnow
 
 ID_TOKEN_LIFETIME = 3600
 CODE_LIFETIME = 60
@@ -386,6 +386,36 @@ class Introspection(IntrospectionEndpoint):
             "exp": token.row.issued_at + token.row.expires_in,
             "iat": token.row.issued_at,
         }
+
+
+@dataclass
+class BearerGrant:
+    """What an access token presented at a resource (RFC 6750) stands for."""
+
+    token: Token
+    account: Account
+    consent_active: bool
+
+
+def bearer_grant(token_string: str) -> BearerGrant | None:
+    """The live access token with its account and whether its consent still stands, in one
+    statement (OIDC Core §5.3.1). Only an access token is a bearer credential (RFC 6750 §1.2):
+    a refresh token presented here is unknown."""
+    if not isinstance(token_string, str) or len(token_string) > 512:
+        return None
+    found = current_db().execute(
+        select(Token, Account, Consent.id, Consent.withdrawn_at)
+        .join(Account, Account.id == Token.account_id)
+        .outerjoin(Consent, and_(Consent.account_id == Token.account_id, Consent.client_id == Token.client_id))
+        .where(Token.access_token_hash == token_hash(token_string))
+    ).first()
+    if found is None:
+        return None
+    row, account, consent_id, withdrawn_at = found
+    stored = StoredToken(row)
+    if stored.is_expired() or stored.is_revoked():
+        return None
+    return BearerGrant(row, account, consent_id is not None and withdrawn_at is None)
 
 
 def _find_token(token_string: str, hint: str | None) -> StoredToken | None:

@@ -24,10 +24,10 @@ from idp.errors import InvalidRequest, ProtocolError, Unauthorized
 from idp.oidc import authorize as authorize_mod
 from idp.oidc import claims as claims_mod
 from idp.oidc import discovery, par
-from idp.oidc.server import _find_token, query_client
+from idp.oidc.server import bearer_grant, query_client
 from idp.oidc.session import current_db
-from idp.consent import consent_active, record_disclosure
-from idp.storage.models import Account, Client
+from idp.consent import record_disclosure
+from idp.storage.models import Client
 from idp.web.base64 import json_body
 
 bp = Blueprint("oidc", __name__)
@@ -84,15 +84,14 @@ def introspect() -> ResponseReturnValue:
 def userinfo() -> ResponseReturnValue:
     """OIDC Core §5.3: bearer token in the header (RFC 6750 §2.1) or the form body (§2.2)."""
     token_string = _bearer_token()
-    token = _find_token(token_string, "access_token")
-    if token is None:
+    grant = bearer_grant(token_string)
+    if grant is None:
         raise Unauthorized("the access token is invalid, expired or revoked",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    row = token.row
+    row, account = grant.token, grant.account
     client = query_client(row.client_id)
     session = current_db()
-    account = session.get(Account, row.account_id)
-    if client is None or account is None or not consent_active(session, account.id, client.client_id):
+    if client is None or not grant.consent_active:
         raise Unauthorized("the grant behind this token has ended",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     if "openid" not in row.scope.split():
