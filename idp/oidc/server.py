@@ -36,7 +36,7 @@ from authlib.oidc.core.util import create_half_hash
 from flask import Flask, g
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import Row, and_, bindparam, select, update
 
 from idp.clients.keys import ClientKeyError, client_key_resolver
 from idp.clients.registry import REQUEST_OBJECT_ALGS, RegisteredClient
@@ -142,10 +142,15 @@ def query_client(client_id: str) -> RegisteredClient | None:
         return None
     memo: dict[str, RegisteredClient | None] = g.setdefault("registered_clients", {})
     if client_id not in memo:
-        row = current_db().connection().execute(_CLIENT_BY_ID, {"client_id": client_id}).first()
-        memo[client_id] = RegisteredClient(row) if row is not None else None  # type: ignore[arg-type]
+        remember_client(client_id, current_db().connection().execute(_CLIENT_BY_ID, {"client_id": client_id}).first())
     client = memo[client_id]
     return client if client is not None and client.active else None
+
+
+def remember_client(client_id: str, row: Client | Row[Any] | None) -> None:
+    """Keep a client row read in this request (alone, or joined to what the request loads first)."""
+    memo: dict[str, RegisteredClient | None] = g.setdefault("registered_clients", {})
+    memo[client_id] = RegisteredClient(row) if row is not None else None  # type: ignore[arg-type]
 
 
 # A client is read fresh on every request (an operator's `idp clients disable` in another process
