@@ -257,8 +257,9 @@ def serve_command(args: argparse.Namespace, port: int) -> list[str]:
         return [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--host", LOOPBACK,
                 "--port", str(port), "--workers", str(args.workers), "--blocking-threads", str(args.threads),
                 "--no-access-log", "--factory", "idp:create_app"]
-    return idp_command() + ["serve", "--host", LOOPBACK, "--port", str(port), "--workers", str(args.workers),
-                            "--worker-class", args.worker_class, "--threads", str(args.threads)]
+    options = ["--worker-class", args.worker_class] if args.worker_class != "gthread" else []
+    options += ["--threads", str(args.threads)] if args.threads != 4 else []  # older commits know neither option
+    return idp_command() + ["serve", "--host", LOOPBACK, "--port", str(port), "--workers", str(args.workers), *options]
 
 
 def idp_command() -> list[str]:
