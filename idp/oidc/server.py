@@ -229,7 +229,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if compare_and_set(session, AuthorizationCode, AuthorizationCode.code_hash == digest,
                            AuthorizationCode.client_id == client.client_id, AuthorizationCode.used_at.is_(None),
                            AuthorizationCode.expires_at > now, used_at=now):
-            return StoredCode(session.get(AuthorizationCode, digest))
+            # with its account, which the ID token needs next (one statement, both in the session)
+            spent, _account = session.execute(
+                select(AuthorizationCode, Account).join(Account, Account.id == AuthorizationCode.account_id)
+                .where(AuthorizationCode.code_hash == digest)).one()
+            return StoredCode(spent)
         row = session.get(AuthorizationCode, digest, populate_existing=True)
         if row is not None and row.client_id == client.client_id and row.used_at is not None:
             revoke_tokens(session, family=row.code_hash)

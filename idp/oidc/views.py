@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from typing import Any
 
@@ -45,7 +46,13 @@ def _no_store(response: Response) -> Response:
 
 @bp.get("/.well-known/openid-configuration")
 def openid_configuration() -> ResponseReturnValue:
-    return jsonify(discovery.metadata())
+    """Serialised once per process: the metadata follows from settings and policy alone."""
+    svc = services()
+    key = (id(svc.settings), id(svc.policy))
+    cached = current_app.extensions.get("idp.discovery")
+    if cached is None or cached[0] != key:
+        cached = current_app.extensions["idp.discovery"] = (key, json.dumps(discovery.metadata()).encode())
+    return Response(cached[1], mimetype="application/json")
 
 
 @bp.get("/jwks")
