@@ -326,14 +326,13 @@ def _write_atomically(path: Path, catalog: Any, write_mo: Any) -> None:
 
 
 def _translations() -> Any:
-    """The request's catalogue, looked up once per locale and request: a page calls gettext
-    some thirty times, and Flask-Babel's own lookup walks its contexts on every call."""
-    locale = get_locale()
-    cached = g.get("translations")
-    if cached is None or cached[0] is not locale:
-        cached = (locale, get_translations())
-        g.translations = cached
-    return cached[1]
+    """The request's catalogue, looked up once per request: a page calls gettext some thirty
+    times, and Flask-Babel's own lookup walks its contexts on every call. Flask-Babel fixes a
+    request's locale at its first lookup too, so the catalogue cannot change after it."""
+    translations = g.get("translations")
+    if translations is None:
+        translations = g.translations = get_translations()
+    return translations
 
 
 def init_app(app: Flask) -> None:
