@@ -61,9 +61,9 @@ def main() -> int:
                            "--json", str(out), *extra]
                 print(f"round {number + 1}/{args.rounds}: {label} ({sources[label].name})", file=sys.stderr, flush=True)
                 done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                if done.returncode != 0:
+                if not out.exists():  # a run with failed flows still reports (and exits non-zero)
                     print(done.stderr[-3000:], file=sys.stderr)
-                    return done.returncode
+                    return done.returncode or 1
                 rounds[label].append(json.loads(out.read_text()))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
