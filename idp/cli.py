@@ -69,8 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 4)
+            self.cfg.set("worker_class", args.worker_class)
+            self.cfg.set("threads", args.threads if args.worker_class == "gthread" else 1)
             self.cfg.set("accesslog", None)
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", serving.GRACEFUL_TIMEOUT)
@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=0)
+    serve.add_argument("--worker-class", choices=("gthread", "sync"), default="gthread",
+                       help="gunicorn worker class (bench/README.md compares them)")
+    serve.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
     serve.set_defaults(func=cmd_serve)
 
     ca = sub.add_parser("ca").add_subparsers(dest="ca_command", required=True)
