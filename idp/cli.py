@@ -225,7 +225,7 @@ def cmd_audit_archive(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
-    from idp import audit
+    from idp import audit, keyset
     from idp.keystore import KeyStore
     from idp.signing import key_backend
 
@@ -233,6 +233,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> None:
     kids = KeyStore(settings.keys_dir, key_backend(settings)).rotate(grace=args.grace)
 
     def work(session, services):  # type: ignore[no-untyped-def]
+        keyset.publish(session, KeyStore(settings.keys_dir, key_backend(settings)))  # every instance, < 1 min
         audit.record(session, "keys.rotated", kids=kids)
         return f"published new signing keys {', '.join(kids)}; used after {args.grace} s"
 

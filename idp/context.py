@@ -17,6 +17,7 @@ from idp.attestation import AttestationTrust, load_trust
 from idp.ca.authority import CertificateAuthority
 from idp.clients.software_statement import load_authority_keys
 from idp.files import write_atomically
+from idp import keyset
 from idp.keystore import KeyStore
 from idp.policy import Policy, load_policy
 from idp.signing import key_backend
@@ -32,7 +33,7 @@ CA_ORGANIZATION = "JP Digital ID Trust Service"
 class Services:
     settings: Settings
     db: Database
-    keystore: KeyStore
+    keystore: keyset.SharedKeys
     policy: Policy
     ca: CertificateAuthority
     jpki: JpkiTrustStore
@@ -64,7 +65,8 @@ def initialise(settings: Settings) -> list[str]:
     keys = settings.keys_dir
     keys.mkdir(parents=True, exist_ok=True)
     backend = key_backend(settings)
-    if KeyStore(keys, backend).initialise():
+    store = KeyStore(keys, backend)
+    if store.initialise():
         created.append("ID token signing keys (ES256, RS256)")
     for name in ("pairwise.salt", "jpki-link.key", "session.secret"):
         if not (keys / name).exists():
@@ -79,6 +81,9 @@ def initialise(settings: Settings) -> list[str]:
     try:
         if database.upgrade():
             created.append("database schema (migrated to the newest revision)")
+        with database.transaction() as session:
+            if keyset.publish(session, store):
+                created.append("published signing keys in the database (shared by every instance)")
     finally:
         database.dispose()
     return created
@@ -108,12 +113,13 @@ def load_services(settings: Settings) -> Services:
     if not settings.development and len(secret) < 32:
         raise ValueError("IDP_SECRET_KEY must be at least 32 characters")
     backend = key_backend(settings)
-    keystore = KeyStore(keys, backend)
-    keystore.public_jwks()  # validates the key material once, at start
+    store = KeyStore(keys, backend)
+    store.public_jwks()  # validates the key material once, at start
+    db = Database(settings.database_url)
     return Services(
         settings=settings,
-        db=Database(settings.database_url),
-        keystore=keystore,
+        db=db,
+        keystore=keyset.SharedKeys(store, db, settings.keys_refresh_seconds),
         policy=load_policy(settings.policy_file, development=settings.development),
         ca=CertificateAuthority.load(keys / "ca", backend.ca_key()),
         jpki=JpkiTrustStore.from_paths(

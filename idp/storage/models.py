@@ -328,6 +328,18 @@ class AuditCheckpoint(Base):
     archived_at: Mapped[datetime] = mapped_column()
 
 
+class SigningKey(Base):
+    """A published ID-token signing key and its schedule, shared by every instance (idp/keyset.py)."""
+
+    __tablename__ = "signing_keys"
+    kid: Mapped[str] = mapped_column(String(100), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    use_after: Mapped[int] = mapped_column(BigInteger)
+    retire_after: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class CrlState(Base):
     """The trust service's current CRL, regenerated on change and before nextUpdate."""
 
