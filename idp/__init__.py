@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp.oidc import session as db_session
     from idp.oidc import views as oidc_views
     from idp.oidc.server import create_server
-    from idp.web import account, browser, consent, i18n, input_guard, login, ratelimit
+    from idp.web import account, browser, consent, guide, i18n, input_guard, login, ratelimit
 
     settings = settings or Settings.from_env()
     services = load_services(settings)
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     browser.init_app(app)
     i18n.init_app(app)
     app.extensions["idp.oauth"] = create_server(app)
-    for blueprint in (oidc_views.bp, enrollment.bp, login.bp, consent.bp, account.bp, ca_views.bp):
+    for blueprint in (oidc_views.bp, enrollment.bp, login.bp, consent.bp, account.bp, ca_views.bp, guide.bp):
         app.register_blueprint(blueprint)
     ratelimit.init_app(app, settings)
     if settings.development:  # the newcomer's demo exists only on a localhost issuer

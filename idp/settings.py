@@ -51,6 +51,9 @@ class Settings:
     rate_limit_storage: str = "memory://"
     proxy_hops: int = 0
     secret_key: str | None = None
+    # How a person reaches the operator (shown on the help page): a phone number, an e-mail
+    # address or a web page, as the operator writes it.
+    support_contact: str | None = None
     testing: bool = False
     extra: Mapping[str, object] = field(default_factory=dict)
 
@@ -111,6 +114,7 @@ class Settings:
             rate_limit_storage=env.get("IDP_RATE_LIMIT_STORAGE", "memory://"),
             proxy_hops=_count(env, "IDP_PROXY_HOPS"),
             secret_key=env.get("IDP_SECRET_KEY") or None,
+            support_contact=(env.get("IDP_SUPPORT_CONTACT") or "").strip()[:300] or None,
         )
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
