@@ -6,14 +6,10 @@ subsystem registers itself through ``init_app`` or a blueprint.
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask, render_template
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp.settings import Settings
-
-log = logging.getLogger("idp")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -57,6 +53,4 @@ def create_app(settings: Settings | None = None) -> Flask:
     def index() -> str:
         return render_template("index.html", demo=settings.development)
 
-    if not settings.development and not settings.registration_token:
-        log.warning("IDP_REGISTRATION_TOKEN is unset: dynamic client registration is open to anyone")
     return app

@@ -41,8 +41,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     settings = _settings()
     initialise(settings)
-    if not settings.registration_token:
-        print("warning: IDP_REGISTRATION_TOKEN is unset: client registration is open (development only)",
+    if settings.development and not settings.registration_token:
+        print("warning: IDP_REGISTRATION_TOKEN is unset: client registration is open (development issuer)",
               file=sys.stderr)
     app = create_app(settings)
     workers = args.workers or min(multiprocessing.cpu_count() + 1, 8)  # gthread workers, 4 threads each
@@ -55,6 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             self.cfg.set("threads", 4)
             self.cfg.set("accesslog", None)
             self.cfg.set("timeout", 30)
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25
+                # No management socket: its default path is shared by every instance on the host.
+                self.cfg.set("control_socket_disable", True)
             self.cfg.set("limit_request_line", 8190)  # request objects by value in a GET (OIDC Core §6.1)
 
         def load(self):  # type: ignore[no-untyped-def]
@@ -197,7 +200,9 @@ def cmd_prune(args: argparse.Namespace) -> None:
 def cmd_policy_show(args: argparse.Namespace) -> None:
     from idp.policy import load_policy
 
-    print(json.dumps(load_policy(_settings().policy_file).as_dict(), indent=2, ensure_ascii=False))
+    settings = _settings()
+    policy = load_policy(settings.policy_file, development=settings.development)
+    print(json.dumps(policy.as_dict(), indent=2, ensure_ascii=False))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("prune", help="delete expired transactions, codes, sessions and tokens").set_defaults(
         func=cmd_prune)
+
+    from idp.clients import commands as client_commands
+
+    client_commands.add_parsers(sub)
 
     policy = sub.add_parser("policy").add_subparsers(dest="policy_command", required=True)
     policy.add_parser("show", help="print the effective category policy").set_defaults(func=cmd_policy_show)

@@ -10,10 +10,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
 from flask import current_app
+from joserfc.jwk import KeySet
 
+from idp.attestation import AttestationTrust, load_trust
 from idp.ca.authority import CertificateAuthority
+from idp.clients.software_statement import load_authority_keys
 from idp.files import write_atomically
 from idp.keystore import KeyStore
 from idp.policy import Policy, load_policy
@@ -21,7 +23,6 @@ from idp.proofing.jpki import JpkiTrustStore
 from idp.settings import Settings
 from idp.storage.db import Database
 
-ATTESTATION_FORMATS = ("packed", "tpm", "android-key", "android-safetynet", "apple", "fido-u2f")
 CA_NAME = "JP Digital ID Trust Service CA"
 CA_ORGANIZATION = "JP Digital ID Trust Service"
 
@@ -37,7 +38,8 @@ class Services:
     pairwise_salt: bytes
     jpki_link_key: bytes
     secret_key: str
-    attestation_roots: dict[str, list[bytes]] | None
+    attestation: AttestationTrust
+    authority_keys: KeySet | None = None  # the software-statement authority (PROTOCOL §7.1)
 
 
 def services() -> Services:
@@ -105,7 +107,7 @@ def load_services(settings: Settings) -> Services:
         settings=settings,
         db=Database(settings.database_url),
         keystore=keystore,
-        policy=load_policy(settings.policy_file),
+        policy=load_policy(settings.policy_file, development=settings.development),
         ca=CertificateAuthority.load(keys / "ca"),
         jpki=JpkiTrustStore.from_paths(
             settings.jpki_trust_anchors if settings.jpki_trust_anchors.exists() else None,
@@ -114,23 +116,7 @@ def load_services(settings: Settings) -> Services:
         pairwise_salt=_secret_file(keys / "pairwise.salt", create=False),
         jpki_link_key=_secret_file(keys / "jpki-link.key", create=False),
         secret_key=secret,
-        attestation_roots=load_attestation_roots(settings.attestation_roots),
+        attestation=load_trust(settings.attestation_roots, settings.fido_mds, settings.fido_mds_root,
+                               settings.fido_mds_crls),
+        authority_keys=load_authority_keys(settings.trust_authority_jwks),
     )
-
-
-def load_attestation_roots(path: Path | None) -> dict[str, list[bytes]] | None:
-    """PEM roots for every attestation format (WebAuthn L3 §8); None: attestation not verified."""
-    if path is None:
-        return None
-    files = sorted(path.glob("*.pem")) if path.is_dir() else [path]
-    pems: list[bytes] = []
-    for file in files:
-        data = file.read_bytes()
-        for block in data.split(b"-----END CERTIFICATE-----"):
-            if b"-----BEGIN CERTIFICATE-----" in block:
-                pem = block[block.index(b"-----BEGIN CERTIFICATE-----"):] + b"-----END CERTIFICATE-----\n"
-                x509.load_pem_x509_certificate(pem)  # refuse to start on a broken root
-                pems.append(pem)
-    if not pems:
-        raise ValueError(f"IDP_ATTESTATION_ROOTS {path}: no PEM certificates found")
-    return {fmt: pems for fmt in ATTESTATION_FORMATS}

@@ -105,7 +105,7 @@ def finish() -> ResponseReturnValue:
         registered = webauthn.verify_registration(
             credential=credential, expected_challenge=enrollment.challenge,
             expected_origins=svc.settings.webauthn_origins, expected_rp_id=svc.settings.rp_id,
-            allow_synced=svc.settings.allow_synced_keys, attestation_roots=_attestation_roots())
+            allow_synced=svc.settings.allow_synced_keys, attestation_trust=svc.attestation)
     except webauthn.WebAuthnError as exc:
         raise EnrollmentRefused(exc.description, error=exc.code) from None
     verified = _verify_jpki(jpki, enrollment.challenge, registered.spki_der)
@@ -126,6 +126,7 @@ def finish() -> ResponseReturnValue:
                                        allow_credentials=[registered.credential_id])
     response = jsonify({
         "status": "pending",
+        "key_protection": registered.key_protection,
         "certificate": _b64(device.certificate_der),
         "ca_chain": [_b64(svc.ca.certificate_der)],
         "activation": {"publicKey": options},
@@ -147,10 +148,6 @@ def _model_hint(value: Any) -> str:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _attestation_roots() -> dict[str, list[bytes]] | None:
-    return services().attestation_roots
 
 
 def _verify_jpki(jpki: dict[str, Any], challenge: bytes, spki_der: bytes) -> VerifiedJpki:

@@ -54,6 +54,10 @@ class Settings:
     # How a person reaches the operator (shown on the help page): a phone number, an e-mail
     # address or a web page, as the operator writes it.
     support_contact: str | None = None
+    fido_mds: Path | None = None
+    fido_mds_root: Path | None = None
+    fido_mds_crls: Path | None = None
+    trust_authority_jwks: Path | None = None
     testing: bool = False
     extra: Mapping[str, object] = field(default_factory=dict)
 
@@ -115,6 +119,11 @@ class Settings:
             proxy_hops=_count(env, "IDP_PROXY_HOPS"),
             secret_key=env.get("IDP_SECRET_KEY") or None,
             support_contact=(env.get("IDP_SUPPORT_CONTACT") or "").strip()[:300] or None,
+            fido_mds=_path(env, "IDP_FIDO_MDS"),
+            fido_mds_root=_path(env, "IDP_FIDO_MDS_ROOT"),
+            fido_mds_crls=_path(env, "IDP_FIDO_MDS_CRLS"),
+            trust_authority_jwks=Path(env["IDP_TRUST_AUTHORITY_JWKS"]) if env.get("IDP_TRUST_AUTHORITY_JWKS")
+            else None,
         )
         values.update(overrides)
         settings = cls(**values)  # type: ignore[arg-type]
@@ -133,6 +142,10 @@ class Settings:
                 raise SettingsError(f"IDP_WEBAUTHN_ORIGINS: {origin!r} must be https")
         if not self.development and self.allow_http_loopback and not self.testing:
             raise SettingsError("IDP_ALLOW_HTTP_LOOPBACK=1 is for development issuers only")
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    return Path(env[name]) if env.get(name) else None
 
 
 def _count(env: Mapping[str, str], name: str) -> int:

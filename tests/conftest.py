@@ -29,6 +29,7 @@ from idp.proofing.demo_card import TestCard, TestJpkiCA
 from idp.settings import Settings
 from tests.support.authenticator import SoftAuthenticator
 from tests.support.rp_host import RpHost
+from tests.support.server import ServedIdP, serve_idp
 from tests.support.wallet import Enrolled, Wallet
 
 PG_URL = os.environ.get("IDP_TEST_DATABASE_URL")
@@ -135,6 +136,13 @@ def start_idp(tmp: Path, jpki_ca: TestJpkiCA, *, host: str = "127.0.0.1", **over
 @pytest.fixture(scope="session")
 def idp(tmp_path_factory: pytest.TempPathFactory, jpki_ca: TestJpkiCA) -> Iterator[RunningIdP]:
     yield from start_idp(tmp_path_factory.mktemp("idp"), jpki_ca)
+
+
+@pytest.fixture(scope="module")
+def served_idp(tmp_path_factory: pytest.TempPathFactory, jpki_ca: TestJpkiCA) -> Iterator[ServedIdP]:
+    """A real ``idp serve --workers 2`` subprocess (gunicorn) for parallel-request tests."""
+    with serve_idp(tmp_path_factory.mktemp("served"), jpki_ca) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

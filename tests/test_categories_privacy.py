@@ -134,7 +134,7 @@ def test_consent_asked_again_when_scope_purpose_or_policy_change(idp, person, br
     original = services.policy
     policy_file = tmp_path / "policy.toml"
     policy_file.write_text('version = "changed"\n[categories.municipal]\naccess_token_lifetime = 300\n')
-    services.policy = load_policy(policy_file)
+    services.policy = load_policy(policy_file, development=True)
     try:
         _login(idp, rp, person, browser, scope="openid profile address", purpose="Tax notices")  # new policy
         _login(idp, rp, person, browser, consent=None, scope="openid profile address", purpose="Tax notices")

@@ -40,7 +40,7 @@ def relaxed_pkce(idp, tmp_path):
     policy_file.write_text("[categories.municipal]\nrequire_pkce = false\n")
     services = idp.services()
     original = services.policy
-    services.policy = load_policy(policy_file)
+    services.policy = load_policy(policy_file, development=True)
     yield
     services.policy = original
 
@@ -54,8 +54,26 @@ def test_policy_may_relax_pkce_for_confidential_clients_with_a_nonce(idp, browse
     confidential = RelyingParty.register(idp.base_url, redirect_uri="http://127.0.0.1:9/cb", rp_category="municipal")
     location = confidential.start(browser, pkce=None)
     assert "/login?txn=" in location
-    assert _refused(confidential, browser, pkce=None, nonce=False).error == "invalid_request"
     assert _refused(confidential, browser, pkce="plain").error == "invalid_request"
     public = RelyingParty.register(idp.base_url, redirect_uri="http://127.0.0.1:9/cb", rp_category="municipal",
                                    token_endpoint_auth_method="none")
     assert _refused(public, browser, pkce=None).error == "invalid_request"
+
+
+def test_certification_profile_code_flow_without_pkce_and_without_nonce(idp, browser, person, relaxed_pkce):
+    """OIDC Core §3.1.2.1: nonce is optional in the code flow; with require_pkce = false a
+    confidential client completes a login sending neither PKCE nor nonce."""
+    from tests.support.rp import browser_login
+
+    wallet, device = person
+    rp = RelyingParty.register(idp.base_url, redirect_uri="http://127.0.0.1:9/cb", rp_category="municipal")
+    location = rp.start(browser, pkce=None, nonce=False)
+    assert "code_challenge" not in rp.last_request.url and "nonce=" not in rp.last_request.url
+    result = rp.finish(browser_login(browser, idp.base_url, location, wallet.with_session(browser), device))
+    assert "nonce" not in result.claims and result.claims["sub"]
+
+
+def test_default_policy_refuses_a_code_request_without_pkce_or_nonce(idp, browser):
+    rp = RelyingParty.register(idp.base_url, redirect_uri="http://127.0.0.1:9/cb", rp_category="municipal")
+    assert _refused(rp, browser, pkce=None, nonce=False).error == "invalid_request"
+    assert _refused(rp, browser, pkce=None).error == "invalid_request"

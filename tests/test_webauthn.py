@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from idp.attestation import AttestationTrust
 from idp.device import webauthn as wa
 from tests.support.authenticator import (
     FLAG_AT,
@@ -53,7 +54,7 @@ def register(auth: SoftAuthenticator, chal: bytes, response: dict, **kwargs) -> 
         expected_origins=ORIGINS,
         expected_rp_id=RP_ID,
         allow_synced=False,
-        attestation_roots=None,
+        attestation_trust=None,
     )
     args.update(kwargs)
     return wa.verify_registration(**args)
@@ -283,7 +284,7 @@ def test_registration_truncated_attestation_object():
 
 def test_registration_non_mapping_credential():
     refused("malformed", wa.verify_registration, credential="{}", expected_challenge=challenge(),
-            expected_origins=ORIGINS, expected_rp_id=RP_ID, allow_synced=False, attestation_roots=None)
+            expected_origins=ORIGINS, expected_rp_id=RP_ID, allow_synced=False, attestation_trust=None)
 
 
 def test_none_attestation_with_statement_fails():
@@ -358,37 +359,49 @@ def _packed(ca) -> SoftAuthenticator:
     )
 
 
+def trust(*pems: bytes) -> AttestationTrust:
+    return AttestationTrust(operator_roots=pems)
+
+
 def test_packed_x5c_without_roots_is_not_verified(attestation_ca):
     auth = _packed(attestation_ca)
     chal = challenge()
     cred = register(auth, chal, auth.create(creation(chal)))
     assert cred.attestation_format == "packed" and cred.attestation_verified is False
+    assert cred.key_protection == "unverified"
 
 
-def test_packed_x5c_chaining_to_roots_is_verified(attestation_ca):
+def test_packed_x5c_chaining_to_roots_is_hardware(attestation_ca):
     auth = _packed(attestation_ca)
     chal = challenge()
-    roots = {"packed": [attestation_ca["root_pem"]]}
-    cred = register(auth, chal, auth.create(creation(chal)), attestation_roots=roots)
-    assert cred.attestation_verified is True
+    cred = register(auth, chal, auth.create(creation(chal)), attestation_trust=trust(attestation_ca["root_pem"]))
+    assert cred.attestation_verified is True and cred.key_protection == "hardware"
 
 
-@pytest.mark.parametrize("roots", [{"packed": ["other_pem"]}, {"apple": ["root_pem"]}])
-def test_packed_x5c_not_chaining_to_roots_fails(attestation_ca, roots):
+def test_packed_x5c_chaining_to_no_trusted_root_is_unverified(attestation_ca):
+    """WebAuthn L3 §7.1: a genuine statement nobody vouches for is enrolled, untrusted."""
     auth = _packed(attestation_ca)
     chal = challenge()
-    roots = {fmt: [attestation_ca[name] for name in names] for fmt, names in roots.items()}
-    refused("attestation_failed", register, auth, chal, auth.create(creation(chal)), attestation_roots=roots)
+    cred = register(auth, chal, auth.create(creation(chal)), attestation_trust=trust(attestation_ca["other_pem"]))
+    assert cred.attestation_verified is False and cred.key_protection == "unverified"
 
 
-def test_roots_configured_self_attestation_fails_none_passes(attestation_ca):
-    roots = {"packed": [attestation_ca["root_pem"]]}
-    auth = SoftAuthenticator(RP_ID, ORIGIN, attestation="packed-self")
+def test_forged_packed_signature_is_refused_even_when_chained(attestation_ca):
+    auth = SoftAuthenticator(RP_ID, ORIGIN, attestation="packed", attestation_key=ec.generate_private_key(
+        ec.SECP256R1()), attestation_chain=attestation_ca["chain"])
     chal = challenge()
-    refused("attestation_failed", register, auth, chal, auth.create(creation(chal)), attestation_roots=roots)
-    auth = SoftAuthenticator(RP_ID, ORIGIN)
-    cred = register(auth, chal, auth.create(creation(chal)), attestation_roots=roots)
-    assert cred.attestation_format == "none" and cred.attestation_verified is False
+    refused("attestation_failed", register, auth, chal, auth.create(creation(chal)),
+            attestation_trust=trust(attestation_ca["root_pem"]))
+
+
+def test_roots_configured_self_attestation_and_none_are_unverified(attestation_ca):
+    roots = trust(attestation_ca["root_pem"])
+    for kind, fmt in (("packed-self", "packed"), ("none", "none")):
+        auth = SoftAuthenticator(RP_ID, ORIGIN, attestation=kind)
+        chal = challenge()
+        cred = register(auth, chal, auth.create(creation(chal)), attestation_trust=roots)
+        assert cred.attestation_format == fmt and cred.attestation_verified is False
+        assert cred.key_protection == "unverified"
 
 
 # --- assertion ------------------------------------------------------------------------

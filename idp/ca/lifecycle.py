@@ -49,14 +49,14 @@ def issue(session: Session, *, ca: CertificateAuthority, settings: Settings, acc
         ca, public_key=credential.public_key, serial_number=serial, account_ref=account_id,
         not_before=now, not_after=not_after, crl_url=settings.url("/ca/crl"),
         ocsp_url=settings.url("/ca/ocsp"), ca_issuers_url=settings.url("/ca/certificate"),
-        hardware_attested=credential.attestation_verified)
+        hardware_attested=credential.key_protection == "hardware")
     device = DeviceCertificate(
         serial=serial_hex(serial), account_id=account_id, jpki_binding_id=jpki_binding_id,
         credential_id=credential.credential_id, user_handle=user_handle,
         public_key_cose=credential.public_key_cose, certificate_der=certificate.public_bytes(Encoding.DER),
         state="pending", issued_at=now, not_after=certificate.not_valid_after_utc,
         sign_count=credential.sign_count, backup_eligible=credential.backup_eligible,
-        hardware_attested=credential.attestation_verified, aaguid=credential.aaguid)
+        hardware_attested=credential.key_protection == "hardware", aaguid=credential.aaguid)
     session.add(device)
     session.flush()
     audit.record(session, "certificate.issued", serial=device.serial, account=account_id,

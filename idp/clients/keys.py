@@ -1,31 +1,27 @@
 """A client's public keys (``jwks`` or ``jwks_uri``) for private_key_jwt and signed request objects.
 
-``jwks_uri`` documents are cached per process and fetched again when a token names a
-``kid`` the cache does not hold: that is how an RP rotates its keys (OIDC Core §10.1.1)
-without re-registering. A refetch is rate-limited so unknown ``kid``s cannot turn the
-IdP into a request amplifier.
+``jwks_uri`` documents are cached per process (as their ``Cache-Control`` allows) and
+fetched again when a token names a ``kid`` the cached copy does not hold: that is how an
+RP rotates its keys (OIDC Core §10.1.1) without re-registering. Such a refetch happens at
+most once per ``REFETCH_INTERVAL``, so unknown ``kid``s cannot turn the IdP into a
+request amplifier.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import threading
-import time
 from typing import Any, Callable
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from idp.clients.fetch import FetchError, fetch_json
+from idp import bounded_json
+from idp.clients.fetch import FetchError, fetch_cached
 from idp.clients.registry import RegisteredClient
 from idp.context import services
 
-CACHE_SECONDS = 300
 REFETCH_INTERVAL = 10
-
-_cache: dict[str, tuple[float, KeySet]] = {}
-_lock = threading.Lock()
 
 
 class ClientKeyError(JoseError):
@@ -35,21 +31,20 @@ class ClientKeyError(JoseError):
 
 
 def _load_uri(uri: str, *, force: bool) -> KeySet:
-    now = time.monotonic()
-    with _lock:
-        cached = _cache.get(uri)
-    if cached and (now - cached[0] < (REFETCH_INTERVAL if force else CACHE_SECONDS)):
-        return cached[1]
+    """The key set at ``uri`` through the outbound-fetch cache (``Cache-Control`` honoured)."""
     try:
-        data = fetch_json(uri, allow_http_loopback=services().settings.allow_http_loopback)
-        keys = KeySet.import_key_set(data)
-    except (FetchError, JoseError, ValueError, TypeError, KeyError) as exc:
-        if cached:
-            return cached[1]
-        raise ClientKeyError(f"jwks_uri unusable: {exc}") from None
-    with _lock:
-        _cache[uri] = (now, keys)
-    return keys
+        body = fetch_cached(uri, allow_http_loopback=services().settings.allow_http_loopback,
+                            refresh_after=REFETCH_INTERVAL if force else None)
+        return _parsed_keys(body)
+    except FetchError as exc:
+        raise ClientKeyError(f"jwks_uri {exc}") from None
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise ClientKeyError("jwks_uri did not return a usable JWK Set") from None
+
+
+@functools.lru_cache(maxsize=128)
+def _parsed_keys(document: bytes) -> KeySet:
+    return KeySet.import_key_set(bounded_json.loads(document))
 
 
 @functools.lru_cache(maxsize=512)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from idp.privacy import contains_individual_number
 from idp.settings import LOOPBACK_HOSTS
 from idp.storage.models import Client
 
+log = logging.getLogger("idp.registration")
+
 SIGNING_ALGS = ("ES256", "RS256")
 # OIDC Registration 1.0 §2: "The default, if omitted, is RS256" (oidcc-idtoken-signature checks it).
 # Still ES256 here only because tests/test_categories_privacy.py lists "ES256" as the one
@@ -44,6 +47,8 @@ DELETED_MARK = "_deleted_at"
 SCOPES = ("openid", "profile", "address", "email", "phone", "offline_access", "age")
 URI_FIELDS = ("logo_uri", "client_uri", "policy_uri", "tos_uri", "initiate_login_uri")
 STRING_FIELDS = ("client_name", "purpose", "software_id", "software_version")
+RESPONSE_TYPES = ("code",)  # the authorization code flow only (OIDC Core §3.1)
+GRANT_TYPES = ("authorization_code", "refresh_token")
 MAX_STRING = 300
 
 
@@ -64,6 +69,12 @@ class RegisteredClient(ClientMixin):
     @property
     def deleted(self) -> bool:
         return DELETED_MARK in self.row.client_metadata
+
+    @property
+    def active(self) -> bool:
+        """Neither deleted (RFC 7592 §2.3) nor disabled by the operator: only an active client
+        exists for the protocol endpoints."""
+        return not self.deleted and self.row.disabled_at is None
 
     @property
     def metadata(self) -> Mapping[str, Any]:
@@ -139,16 +150,13 @@ def validate_metadata(body: Any, *, policy: Policy, allow_http_loopback: bool) -
     meta["application_type"] = application_type
     meta["redirect_uris"] = _redirect_uris(body.get("redirect_uris"), application_type, allow_http_loopback)
 
-    response_types = body.get("response_types", ["code"])
-    if response_types != ["code"]:
-        raise InvalidClientMetadata("only response_types [\"code\"] is supported")
-    meta["response_types"] = ["code"]
-    grant_types = body.get("grant_types", ["authorization_code"])
-    if (not isinstance(grant_types, list) or "authorization_code" not in grant_types
-            or not set(grant_types) <= {"authorization_code", "refresh_token"}):
-        raise InvalidClientMetadata("grant_types must include authorization_code and may add refresh_token")
-    if "refresh_token" in grant_types and not rules.refresh_tokens:
-        raise InvalidClientMetadata(f"the {category} policy does not allow refresh tokens")
+    meta["response_types"] = narrowed("response_types", body.get("response_types", ["code"]), RESPONSE_TYPES)
+    grant_types = narrowed("grant_types", body.get("grant_types", ["authorization_code"]), GRANT_TYPES)
+    if "authorization_code" not in grant_types:
+        # RFC 7591 §2.1: response type "code" goes with the authorization_code grant type
+        raise InvalidClientMetadata("grant_types must include authorization_code")
+    if not rules.refresh_tokens:  # the category's policy narrows further (RFC 7591 §3.2.1)
+        grant_types = [g for g in grant_types if g != "refresh_token"]
     meta["grant_types"] = grant_types
 
     method = body.get("token_endpoint_auth_method", rules.token_endpoint_auth_methods[0]
@@ -212,6 +220,20 @@ def validate_metadata(body: Any, *, policy: Policy, allow_http_loopback: bool) -
     return meta
 
 
+def narrowed(field: str, value: Any, supported: tuple[str, ...]) -> list[str]:
+    """RFC 7591 §3.2.1: the server may replace requested values with suitable ones and echoes
+    what it registered. Unsupported values next to supported ones are dropped (a stock RP such
+    as mod_auth_openidc asks for every response type its library knows); only a request with
+    nothing supported left is refused."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise InvalidClientMetadata(f"{field} must be a non-empty list of strings")
+    kept = [v for v in dict.fromkeys(value) if v in supported]
+    if not kept:
+        raise InvalidClientMetadata(f"{field}: none of {', '.join(value)[:200]} is supported "
+                                    f"(supported: {', '.join(supported)})")
+    return kept
+
+
 def _redirect_uris(value: Any, application_type: str, allow_http_loopback: bool) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise InvalidRedirectUri("redirect_uris must be a non-empty list of URIs")
@@ -238,7 +260,8 @@ def _check_uri(field: str, uri: Any, allow_http_loopback: bool) -> None:
     try:
         check_url(uri, allow_http_loopback=allow_http_loopback)
     except FetchError as exc:
-        raise InvalidClientMetadata(f"{field}: {exc}") from None
+        log.info("registration refused %s: %s", field, exc.detail)
+        raise InvalidClientMetadata(f"{field} must be an https URL of a public host") from None
 
 
 def _keys(body: Mapping[str, Any], meta: dict[str, Any], allow_http_loopback: bool, method: str) -> None:
@@ -295,10 +318,11 @@ def _check_sector_identifier_uri(uri: Any, redirect_uris: list[str], allow_http_
     """OIDC Registration §5: the document is a JSON array listing every redirect URI."""
     if not isinstance(uri, str):
         raise InvalidClientMetadata("sector_identifier_uri must be a URI")
+    _check_uri("sector_identifier_uri", uri, allow_http_loopback)
     try:
         listed = fetch_json(uri, allow_http_loopback=allow_http_loopback)
-    except FetchError as exc:
-        raise InvalidClientMetadata(f"sector_identifier_uri: {exc}") from None
+    except FetchError:
+        raise InvalidClientMetadata("sector_identifier_uri could not be fetched") from None
     if not isinstance(listed, list) or not all(isinstance(v, str) for v in listed):
         raise InvalidClientMetadata("sector_identifier_uri must return a JSON array of redirect URIs")
     missing = [u for u in redirect_uris if u not in listed]
@@ -341,6 +365,26 @@ def delete_client(session: Session, row: Client) -> None:
     row.client_secret = None
     row.registration_access_token_hash = ""
     session.execute(update(Token).where(Token.client_id == row.client_id).values(revoked=True))
+
+
+def disable_client(session: Session, row: Client) -> int:
+    """The operator ends a client (PROTOCOL §7.1): it can no longer authenticate or start a
+    login, and every token it holds is revoked by one UPDATE, effective at once. Returns the
+    number of tokens revoked. Unlike an RFC 7592 delete, the registration stays readable."""
+    from sqlalchemy import update
+
+    from idp.storage.models import Token, utcnow
+
+    row.disabled_at = row.disabled_at or utcnow()
+    revoked = session.execute(update(Token).where(Token.client_id == row.client_id, Token.revoked.is_(False))
+                              .values(revoked=True).execution_options(synchronize_session=False))
+    return revoked.rowcount
+
+
+def client_status(row: Client) -> str:
+    if DELETED_MARK in row.client_metadata:
+        return "deleted"
+    return "disabled" if row.disabled_at is not None else "active"
 
 
 def client_information(row: Client, registration_client_uri: str) -> dict[str, Any]:

@@ -36,10 +36,11 @@ from webauthn.helpers import (
     parse_authenticator_data,
     parse_backup_flags,
     parse_registration_credential_json,
+    validate_certificate_chain,
 )
 from webauthn.helpers.cose import COSECRV, COSEAlgorithmIdentifier
 from webauthn.helpers.decode_credential_public_key import DecodedEC2PublicKey
-from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers.exceptions import InvalidCertificateChain, WebAuthnException
 from webauthn.helpers.structs import (
     AttestationConveyancePreference,
     AttestationObject,
@@ -48,6 +49,15 @@ from webauthn.helpers.structs import (
     PublicKeyCredentialDescriptor,
     ResidentKeyRequirement,
     UserVerificationRequirement,
+)
+
+from idp.attestation import AttestationTrust
+from idp.attestation.protection import (
+    UNVERIFIED,
+    AttestationRefused,
+    KeyProtection,
+    check_attestation_certificate,
+    key_protection,
 )
 
 __all__ = [
@@ -78,6 +88,7 @@ class WebAuthnError(Exception):
     ``code`` is one of: ``malformed``, ``type_mismatch``, ``challenge_mismatch``,
     ``origin_mismatch``, ``rp_id_mismatch``, ``user_not_present``, ``user_not_verified``,
     ``synced_key_refused``, ``unsupported_algorithm``, ``attestation_failed``,
+    ``authenticator_refused`` (a model FIDO metadata reports revoked or compromised),
     ``bad_signature``, ``counter_regression``.
     """
 
@@ -92,8 +103,9 @@ class RegisteredCredential:
     """A credential verified by the registration ceremony (WebAuthn L3 §7.1).
 
     ``attestation_verified`` is True only when the attestation statement's certificate
-    chain was validated against configured roots; ``none`` and self attestation never
-    set it.
+    chain was validated against a trusted root; ``none`` and self attestation never set
+    it. ``key_protection`` is ``hardware`` only for a verified statement that also shows
+    a hardware-protected key (:mod:`idp.attestation.protection`), else ``unverified``.
     """
 
     credential_id: bytes
@@ -107,6 +119,7 @@ class RegisteredCredential:
     backed_up: bool
     attestation_format: str
     attestation_verified: bool
+    key_protection: KeyProtection = UNVERIFIED
 
 
 @dataclass(frozen=True)
@@ -204,15 +217,16 @@ def verify_registration(
     expected_origins: Sequence[str],
     expected_rp_id: str,
     allow_synced: bool,
-    attestation_roots: Mapping[str, list[bytes]] | None,
+    attestation_trust: AttestationTrust | None,
 ) -> RegisteredCredential:
     """Verify a registration response (WebAuthn L3 §7.1, "Registering a New Credential").
 
     Requires user presence and verification, an ES256 P-256 key, and BE=0 unless
-    ``allow_synced`` (L3 §6.1.3). ``attestation_roots`` maps attestation formats to PEM
-    roots. When any are configured, every statement other than ``none`` must chain to
-    the roots of its format (self attestation cannot, so it is refused); without roots,
-    statements are checked for consistency only and ``attestation_verified`` stays False.
+    ``allow_synced`` (L3 §6.1.3). The attestation statement is always verified
+    (signature, format rules); whether it is *trusted* depends on its chain (§7.1 step
+    "assess the attestation trustworthiness"): ``none``, self attestation and chains to
+    no trusted root are enrolled with ``attestation_verified`` False, while a model
+    whose FIDO metadata status is REVOKED or compromised is refused.
     """
     credential_id, members = _parse_credential(credential, _REGISTRATION_MEMBERS)
     _check_client_data(
@@ -227,8 +241,16 @@ def verify_registration(
     if auth_data.flags.be and not allow_synced:
         raise WebAuthnError("synced_key_refused", "backup-eligible (synced) credential refused")
     public_key = _p256_key(attested.credential_public_key)
-    roots = {fmt: list(pems) for fmt, pems in (attestation_roots or {}).items() if pems}
-    attestation_verified = _attestation_chains(attestation, roots)
+    trust = attestation_trust or AttestationTrust()
+    model = trust.model(attested.aaguid)
+    if model is not None and model.refusal is not None:
+        raise WebAuthnError("authenticator_refused", model.refusal)
+    try:
+        check_attestation_certificate(attestation, attested.aaguid)
+    except AttestationRefused as exc:
+        raise WebAuthnError("attestation_failed", str(exc)) from None
+    roots = trust.roots_for(attested.aaguid)
+    chained = _attestation_chains(attestation, roots)
     parsed = _library_credential(parse_registration_credential_json, credential, members)
     try:
         verified = verify_registration_response(
@@ -238,12 +260,14 @@ def verify_registration(
             expected_origin=list(expected_origins),
             require_user_verification=True,
             supported_pub_key_algs=[COSEAlgorithmIdentifier.ECDSA_SHA_256],
-            pem_root_certs_bytes_by_fmt=roots or None,
+            pem_root_certs_bytes_by_fmt=(
+                {attestation.fmt: list(roots)} if roots and (chained or attestation.fmt in _LIBRARY_ROOTED) else None),
         )
     except WebAuthnException as exc:
         raise WebAuthnError("attestation_failed", str(exc)) from exc
     except Exception as exc:  # malformed attestation statement deep in the library
         raise WebAuthnError("malformed", "attestation statement could not be parsed") from exc
+    chained = chained or attestation.fmt in _LIBRARY_ROOTED
     return RegisteredCredential(
         credential_id=verified.credential_id,
         public_key_cose=verified.credential_public_key,
@@ -255,7 +279,9 @@ def verify_registration(
         backup_eligible=auth_data.flags.be,
         backed_up=verified.credential_backed_up,
         attestation_format=attestation.fmt,
-        attestation_verified=attestation_verified,
+        attestation_verified=chained,
+        key_protection=key_protection(attestation, chained=chained,
+                                      metadata_key_protection=model.key_protection if model else None),
     )
 
 
@@ -455,22 +481,26 @@ def _check_auth_data(
         raise WebAuthnError("malformed", "backed up but not backup eligible") from exc
 
 
-def _attestation_chains(attestation: AttestationObject, roots: Mapping[str, list[bytes]]) -> bool:
-    """Whether verification will chain to configured roots (WebAuthn L3 §7.1, §8).
+_LIBRARY_ROOTED = frozenset({"android-key", "apple", "android-safetynet"})
+"""Formats py_webauthn always chains to the platform roots it ships (or refuses)."""
+_ROOTS_OPTIONAL = frozenset({"packed", "tpm", "fido-u2f"})
 
-    py_webauthn accepts any certificate chain for a format without roots, so the
-    decision is made here: with roots configured, a non-``none`` statement that cannot
-    chain to its format's roots is refused.
+
+def _attestation_chains(attestation: AttestationObject, roots: list[bytes]) -> bool:
+    """Whether a ``packed``/``tpm``/``fido-u2f`` x5c chains to one of ``roots`` (§7.1 trust step).
+
+    py_webauthn passes any chain for these formats when given no roots and refuses one
+    that misses the roots it is given; a genuine statement from a model nobody vouches
+    for is neither, so the chain is judged here and the library is handed the roots
+    only when they fit (it then validates the chain again, with the signature).
     """
-    if attestation.fmt == "none" or not roots:
+    x5c = attestation.att_stmt.x5c
+    if attestation.fmt not in _ROOTS_OPTIONAL or not x5c or not roots:
         return False
-    self_attested = attestation.fmt == "packed" and not attestation.att_stmt.x5c
-    if self_attested or attestation.fmt not in roots:
-        raise WebAuthnError(
-            "attestation_failed",
-            f"{attestation.fmt} attestation cannot chain to the configured roots",
-        )
-    return True
+    try:
+        return validate_certificate_chain(x5c=list(x5c), pem_root_certs_bytes=roots)
+    except InvalidCertificateChain:
+        return False
 
 
 def _p256_key(cose: bytes) -> EllipticCurvePublicKey:

@@ -42,7 +42,7 @@ from idp.oidc.par import PUSHED_MARK, take_pushed_request
 from idp.oidc.server import AuthorizedUser, query_client
 from idp.oidc.session import current_db
 from idp.privacy import contains_individual_number
-from idp.policy import ACR_ORDER
+from idp.policy import ACR_ORDER, acr_rank
 from idp.storage.models import AuthorizationTransaction, SessionClient, utcnow
 from idp.web import browser
 
@@ -217,14 +217,17 @@ def check_openid_scope(c: Checked) -> None:
 def check_pkce(c: Checked) -> None:
     """PKCE S256 for every client (PROTOCOL §6, RFC 9700 §2.1.1); ``plain`` is refused.
 
-    An operator policy may let a category's confidential clients use ``nonce`` instead
-    (RFC 9700 §2.1.1 permits it for OpenID Connect); a public client never may.
+    The certification profile: an operator policy with ``require_pkce = false`` lets a
+    category's *confidential* clients use the code flow exactly as OpenID Connect Core
+    §3.1.2.1 defines it, without PKCE and with ``nonce`` optional (the OpenID Foundation's
+    oidcc plans send neither). The risk accepted is RFC 9700 §4.5's code injection, against
+    which such a client is then protected only by its own ``state`` handling (and ``nonce``
+    when it sends one). A public client never may: it has no secret binding the code to it.
     """
     if not c.params.get("code_challenge"):
         rules = services().policy[c.client.category]
         confidential = c.client.token_endpoint_auth_method != "none"
-        if not rules.require_pkce and confidential and c.params.get("nonce") and not c.params.get(
-                "code_challenge_method"):
+        if not rules.require_pkce and confidential and not c.params.get("code_challenge_method"):
             return
         raise AuthorizationError("invalid_request", "code_challenge is required (PKCE S256)")
     if c.params.get("code_challenge_method") != "S256":
@@ -353,10 +356,6 @@ def wanted_acr_rank(c: Checked) -> int:
     wanted = essential_acr_values(c.claims_request) or (c.params.get("acr_values") or "").split()
     ranks = [ACR_ORDER.index(v) for v in wanted if v in ACR_ORDER]
     return min(ranks) if ranks else -1
-
-
-def acr_rank(acr: str | None) -> int:
-    return ACR_ORDER.index(acr) if acr in ACR_ORDER else -1
 
 
 def session_satisfies(c: Checked, session: browser.SessionView | None) -> bool:

@@ -14,13 +14,13 @@ Age flags are computed at release time in Japan time from the verified birth dat
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from authlib.oauth2.rfc6749 import scope_to_list
 
+from idp import bounded_json
 from idp.oidc import verified_claims
 from idp.pairwise import pairwise_sub
 from idp.policy import AGE_OVER, CategoryPolicy
@@ -46,7 +46,7 @@ def parse_claims_parameter(raw: str | Mapping[str, Any] | None) -> dict[str, Any
         if len(raw) > 8192:
             raise ClaimsRequestError("claims parameter too large")
         try:
-            raw = json.loads(raw)
+            raw = bounded_json.loads(raw)
         except ValueError:
             raise ClaimsRequestError("claims parameter is not JSON") from None
     if not isinstance(raw, dict):

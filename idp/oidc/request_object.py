@@ -4,9 +4,12 @@ Rules, in order:
 1. ``request`` and ``request_uri`` together are ``invalid_request`` (§6.1, §6.2).
 2. A ``request_uri`` must be registered in the client's ``request_uris`` (compared without
    the fragment, which §6.2 reserves for a content hash; discovery says
-   ``require_request_uri_registration``), is at most 512 characters, and is fetched once with
-   a short timeout, a size cap and no redirects (``invalid_request_uri`` otherwise). Only
-   registered URLs are ever fetched, so the endpoint cannot be used to reach arbitrary hosts.
+   ``require_request_uri_registration``), is at most 512 characters, and is fetched through
+   the outbound-fetch guard (public https host, total deadline, size cap, no redirects;
+   ``invalid_request_uri`` otherwise). Only registered URLs are ever fetched, so the
+   endpoint cannot be used to reach arbitrary hosts. The answer is cached by the full URI
+   as its ``Cache-Control`` allows: §6.2 lets the OP cache it and names a changed fragment
+   (the content's hash) as the signal that a cached copy is stale.
 3. The object is a JWS signed with ES256, RS256 or PS256 by a key from the client's
    ``jwks`` / ``jwks_uri`` (a new ``kid`` refetches the ``jwks_uri``, OIDC Core §10.1.1), or
    unsigned (``alg: none``, §6.1 allows it). A client that registered
@@ -29,14 +32,14 @@ from urllib.parse import urldefrag
 from joserfc import jwt
 from joserfc.errors import JoseError
 
-from idp.clients.fetch import FetchError, fetch_bytes
+from idp import bounded_json
+from idp.clients.fetch import FetchError, fetch_cached
 from idp.clients.keys import ClientKeyError, client_key_resolver
 from idp.clients.registry import REQUEST_OBJECT_ALGS, RegisteredClient
 from idp.context import services
 
 MAX_REQUEST_OBJECT = 64 * 1024
 MAX_REQUEST_URI = 512
-FETCH_TIMEOUT_SECONDS = 5
 LEEWAY_SECONDS = 60
 JWT_ONLY_CLAIMS = frozenset({"iss", "aud", "exp", "iat", "nbf", "jti", "request", "request_uri"})
 JWT_MEDIA_TYPES = "application/oauth-authz-req+jwt, application/jwt;q=0.9, */*;q=0.1"
@@ -92,10 +95,10 @@ def fetch_request_uri(request_uri: Any, client: RegisteredClient) -> str:
     if location not in registered:
         raise RequestObjectError("invalid_request_uri", "request_uri is not registered for this client")
     try:
-        body = fetch_bytes(location, allow_http_loopback=services().settings.allow_http_loopback,
-                           accept=JWT_MEDIA_TYPES, timeout=FETCH_TIMEOUT_SECONDS)
-    except FetchError as exc:
-        raise RequestObjectError("invalid_request_uri", _ascii(str(exc))) from None
+        body = fetch_cached(location, allow_http_loopback=services().settings.allow_http_loopback,
+                            accept=JWT_MEDIA_TYPES, cache_key=request_uri)
+    except FetchError:
+        raise RequestObjectError("invalid_request_uri", "request_uri could not be fetched") from None
     try:
         return body.decode("ascii").strip()
     except UnicodeDecodeError:
@@ -111,6 +114,10 @@ def decode(text: Any, client: RegisteredClient) -> dict[str, Any]:
         raise RequestObjectError("invalid_request_object", "encrypted request objects are not supported")
     if len(parts) != 3:
         raise RequestObjectError("invalid_request_object", "the request object is not a compact JWT")
+    try:
+        bounded_json.check_jwt(text)  # a fetched object never passed the request's input guard
+    except bounded_json.JsonBoundsError as exc:
+        raise RequestObjectError("invalid_request_object", str(exc)) from None
     header = _json_part(parts[0], "header")
     alg = header.get("alg")
     registered = client.metadata.get("request_object_signing_alg")
@@ -190,7 +197,7 @@ def unverified_state(text: Any) -> str | None:
 
 def _json_part(segment: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        value = bounded_json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except (ValueError, TypeError):
         raise RequestObjectError("invalid_request_object", f"the request object {what} is not base64url JSON") from None
     if not isinstance(value, dict):

@@ -142,7 +142,7 @@ def query_client(client_id: str) -> RegisteredClient | None:
     if row is None:
         return None
     client = RegisteredClient(row)
-    return None if client.deleted else client
+    return client if client.active else None
 
 
 def save_token(token: dict[str, Any], request: OAuth2Request) -> None:

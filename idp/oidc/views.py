@@ -11,6 +11,7 @@ from flask.typing import ResponseReturnValue
 from joserfc import jwt
 
 from idp import audit
+from idp.clients import onboarding
 from idp.clients.registry import (
     RegisteredClient,
     client_information,
@@ -134,18 +135,18 @@ def _bearer_token() -> str:
 
 @bp.post("/register")
 def register() -> ResponseReturnValue:
-    """OIDC Dynamic Client Registration 1.0 §3, with the rp_category extension."""
-    settings = services().settings
-    expected = settings.registration_token
-    if expected:
-        header = request.headers.get("Authorization", "")
-        if not (header[:7].lower() == "bearer " and hmac.compare_digest(header[7:].strip(), expected)):
-            raise Unauthorized("registration needs the initial access token",
-                               headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    meta = validate_metadata(json_body(), policy=services().policy, allow_http_loopback=settings.allow_http_loopback)
+    """OIDC Dynamic Client Registration 1.0 §3 / RFC 7591 §3, admitted as PROTOCOL §7.1 says
+    (initial access token, software statement or master token; open only in development)."""
+    svc = services()
+    settings = svc.settings
     session = current_db()
+    admission = onboarding.admit(session, settings, svc.authority_keys,
+                                 request.headers.get("Authorization", ""), json_body())
+    meta = validate_metadata(admission.body, policy=svc.policy, allow_http_loopback=settings.allow_http_loopback)
+    if "software_statement" in admission.body:
+        meta["software_statement"] = admission.body["software_statement"]  # RFC 7591 §3.2.1: echoed unmodified
     row, issued = create_client(session, meta)
-    audit.record(session, "client.registered", client=row.client_id, category=row.rp_category)
+    audit.record(session, "client.registered", client=row.client_id, category=row.rp_category, via=admission.via)
     info = client_information(row, settings.url(f"/register/{row.client_id}"))
     info.update(issued)
     response = jsonify(info)

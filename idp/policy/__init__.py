@@ -4,6 +4,14 @@ The defaults live in ``default.toml``; an operator file (``IDP_POLICY_FILE``) ov
 any key of any category. A broken file stops the server at start, naming the line
 (TOML syntax) or the key (meaning): a policy that half-loads would release the wrong
 claims.
+
+Assurance levels (``acr``, OIDC Core §2), lowest first as discovery lists them: a device
+certificate login; the same with user verification (WebAuthn UV flag); the same with a
+device key whose attestation proved hardware protection (a verified chain to a trusted
+root, WebAuthn L3 §8). Outside development the ``financial`` category needs the
+hardware level whatever the defaults say, and an operator file may not lower it; in
+development it keeps the user-verified level, because a development browser's passkey
+carries no attestation.
 """
 
 from __future__ import annotations
@@ -22,7 +30,11 @@ AGE_OVER = re.compile(r"^age_over_(\d{1,2})$")
 AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post", "private_key_jwt", "none"})
 ACR_DEVICE = "urn:x-jp-digital-id:acr:device-certificate"
 ACR_DEVICE_UV = "urn:x-jp-digital-id:acr:device-certificate-uv"
-ACR_ORDER = (ACR_DEVICE, ACR_DEVICE_UV)
+ACR_DEVICE_HARDWARE = "urn:x-jp-digital-id:acr:device-certificate-hardware"
+ACR_ORDER = (ACR_DEVICE, ACR_DEVICE_UV, ACR_DEVICE_HARDWARE)
+"""Lowest to highest assurance: the order of ``acr_values_supported`` in discovery."""
+HARDWARE_CATEGORIES = ("financial",)
+"""Categories that need ACR_DEVICE_HARDWARE outside development."""
 DEFAULT_FILE = Path(__file__).with_name("default.toml")
 
 
@@ -76,8 +88,21 @@ class Policy:
                 "categories": {name: p.as_dict() for name, p in self.categories.items()}}
 
 
-def load_policy(path: Path | None = None) -> Policy:
+def reached_acr(*, user_verified: bool, hardware: bool) -> str:
+    """The ``acr`` a device login reached: hardware counts only on top of user verification."""
+    if not user_verified:
+        return ACR_DEVICE
+    return ACR_DEVICE_HARDWARE if hardware else ACR_DEVICE_UV
+
+
+def acr_rank(acr: str | None) -> int:
+    """Position in ACR_ORDER; -1 for anything this OP never issues."""
+    return ACR_ORDER.index(acr) if acr in ACR_ORDER else -1
+
+
+def load_policy(path: Path | None = None, *, development: bool = False) -> Policy:
     data = _read(DEFAULT_FILE)
+    lowered: set[str] = set()
     if path is not None:
         override = _read(path)
         unknown = set(override) - {"version", "categories"}
@@ -90,6 +115,10 @@ def load_policy(path: Path | None = None) -> Policy:
             if not isinstance(values, dict):
                 raise PolicyError(f"{path}: [categories.{name}] must be a table")
             data["categories"][name] = {**data["categories"][name], **values}
+            if "acr" in values:
+                lowered.add(name)
+    if not development:
+        _require_hardware(data, lowered, str(path))
     where = str(path or DEFAULT_FILE)
     categories = {name: _category(where, name, data["categories"][name]) for name in CATEGORIES}
     # The version that consents are bound to covers the content, so an edit without a
@@ -97,6 +126,19 @@ def load_policy(path: Path | None = None) -> Policy:
     digest = hashlib.sha256(json.dumps({k: v.as_dict() for k, v in categories.items()},
                                        sort_keys=True).encode()).hexdigest()[:12]
     return Policy(version=f"{data['version']}+{digest}", categories=categories)
+
+
+def _require_hardware(data: dict[str, Any], from_file: set[str], where: str) -> None:
+    """Outside development the HARDWARE_CATEGORIES need ACR_DEVICE_HARDWARE (PROTOCOL-level rule,
+    see the module doc); an operator file asking for less is refused, not silently raised."""
+    for name in HARDWARE_CATEGORIES:
+        values = data["categories"][name]
+        if acr_rank(values.get("acr")) >= acr_rank(ACR_DEVICE_HARDWARE):
+            continue
+        if name in from_file:
+            raise PolicyError(f"{where}: categories.{name}.acr: must be {ACR_DEVICE_HARDWARE} "
+                              "outside development")
+        values["acr"] = ACR_DEVICE_HARDWARE
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -163,6 +163,22 @@ class Client(Base):
     registration_access_token_hash: Mapped[str] = mapped_column(String(64))
     client_metadata: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class InitialAccessToken(Base):
+    """An operator-minted initial access token (RFC 7591 §3) that registers clients of one category.
+
+    Stored as a digest only; ``uses_left`` (None: unlimited) is decremented by one conditional
+    UPDATE, so two registrations racing for the last use cannot both win.
+    """
+
+    __tablename__ = "initial_access_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rp_category: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    uses_left: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class AuthorizationTransaction(Base):

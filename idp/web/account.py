@@ -39,7 +39,7 @@ from idp.errors import AccessDenied, InvalidRequest, NotFound, ProtocolError
 from idp.oidc import claims as claims_mod
 from idp.oidc.replay import remember_once
 from idp.oidc.session import current_db
-from idp.policy import ACR_DEVICE, ACR_DEVICE_UV
+from idp.policy import reached_acr
 from idp.storage.models import (
     BrowserSession,
     Client,
@@ -238,7 +238,7 @@ def login_assertion() -> ResponseReturnValue:
     browser.start_session(account_id=device.account_id, device_serial=device.serial,
                           auth_time=int(utcnow().timestamp()),
                           amr=["hwk", "user"] if result.user_verified else ["hwk"],
-                          acr=ACR_DEVICE_UV if result.user_verified else ACR_DEVICE)
+                          acr=reached_acr(user_verified=result.user_verified, hardware=device.hardware_attested))
     return jsonify({"status": "authenticated", "next": url_for("account.overview")})
 
 

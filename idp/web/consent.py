@@ -36,7 +36,7 @@ from idp.oidc.par import PUSHED_MARK
 from idp.oidc.server import AuthorizedUser
 from idp.oidc.session import current_db
 from idp.storage.models import Account, AuthorizationTransaction
-from idp.web import browser, i18n
+from idp.web import assurance, browser, i18n
 from idp.web.login import load_transaction
 
 bp = Blueprint("consent", __name__)
@@ -114,6 +114,9 @@ def consent_page() -> ResponseReturnValue:
     txn, session = _authenticated_transaction(request.args.get("txn"))
     checked = _resume(txn, session)
     client = checked.client
+    refused = assurance.refusal(txn, client, checked.redirect_uri, checked.params.get("state"))
+    if refused is not None:
+        return refused
     if "consent" not in checked.prompts and consent_answers(txn.account_id, checked.params, client,
                                                             checked.claims_request):
         return _finish(txn, session)
@@ -145,6 +148,9 @@ def consent_decision() -> ResponseReturnValue:
     if decision not in ("allow", "deny"):
         raise AccessDenied("choose allow or deny", error="invalid_request")
     checked = _resume(txn, session)
+    refused = assurance.refusal(txn, checked.client, checked.redirect_uri, checked.params.get("state"))
+    if refused is not None:
+        return refused
     if decision == "deny":
         txn.state = "denied"
         audit.record(current_db(), "consent.denied", account=txn.account_id, client=txn.client_id)

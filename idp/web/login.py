@@ -42,7 +42,7 @@ from idp.oidc.authorize import (
 )
 from idp.oidc.server import query_client
 from idp.oidc.session import current_db
-from idp.policy import ACR_DEVICE, ACR_DEVICE_UV
+from idp.policy import reached_acr
 from idp.storage.models import AuthorizationTransaction, utcnow
 from idp.web import browser, i18n
 from idp.web.base64 import json_body, string_field
@@ -266,7 +266,7 @@ def assertion() -> ResponseReturnValue:
     txn.device_serial = device.serial
     txn.auth_time = int(utcnow().timestamp())
     txn.amr = ["hwk", "user"] if result.user_verified else ["hwk"]
-    txn.acr = ACR_DEVICE_UV if result.user_verified else ACR_DEVICE
+    txn.acr = reached_acr(user_verified=result.user_verified, hardware=device.hardware_attested)
     return jsonify({"status": "authenticated", "next": _next_for(txn)})
 
 
