@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp.oidc import session as db_session
     from idp.oidc import views as oidc_views
     from idp.oidc.server import create_server
-    from idp.web import account, browser, consent, guide, i18n, input_guard, login, ratelimit
+    from idp.web import account, browser, consent, dev_host, guide, i18n, input_guard, login, ratelimit
 
     settings = settings or Settings.from_env()
     services = load_services(settings)
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
     errors.init_app(app)
     input_guard.init_app(app)
+    dev_host.init_app(app, settings)
     db_session.init_app(app)
     browser.init_app(app)
     i18n.init_app(app)

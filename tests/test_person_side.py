@@ -154,3 +154,15 @@ def test_help_page_in_japanese_names_every_topic(idp: RunningIdP) -> None:
     for topic in ("lost", "locked", "new-phone", "new-card", "contact"):
         assert f'data-topic="{topic}"' in page.text
     assert "スマートフォンをなくした" in page.text
+
+
+# development: the person's pages at the issuer's host name (a passkey belongs to a domain) ----
+def test_person_pages_at_the_other_loopback_name_go_to_the_issuer_host(idp: RunningIdP) -> None:
+    port = urlsplit(idp.base_url).port
+    issuer_host = urlsplit(idp.settings.issuer).hostname
+    other = "localhost" if issuer_host == "127.0.0.1" else "127.0.0.1"
+    moved = requests.get(f"http://{other}:{port}/login?txn=abc", allow_redirects=False, timeout=10)
+    assert moved.status_code == 302 and moved.headers["Location"] == f"{idp.settings.issuer}/login?txn=abc"
+    stays = requests.get(f"http://{other}:{port}/.well-known/openid-configuration", allow_redirects=False, timeout=10)
+    assert stays.status_code == 200  # only the person's pages move; the demo services stay too
+    assert requests.get(f"{idp.base_url}/help", allow_redirects=False, timeout=10).status_code == 200

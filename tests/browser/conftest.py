@@ -205,6 +205,22 @@ def plain_japanese(page: Any) -> None:
     assert not found, f"jargon on {page.url}: {found}"
 
 
+def readable_sizes(page: Any) -> None:
+    """Body text at least 16 CSS px; buttons (and links styled as buttons) at least 44 px high
+    (WCAG 2.5.8 asks 24; 44 is the platforms' guidance for the main actions)."""
+    small = page.evaluate("""() => {
+        const seen = (e) => e.offsetParent !== null && e.textContent.trim();
+        const text = [...document.querySelectorAll('main p, main li, main dd, main dt, main label, main td, main th')]
+            .filter(seen).filter(e => parseFloat(getComputedStyle(e).fontSize) < 16)
+            .map(e => e.tagName + ' ' + getComputedStyle(e).fontSize + ' ' + e.textContent.trim().slice(0, 30));
+        const buttons = [...document.querySelectorAll('main button, main .button')].filter(seen)
+            .filter(e => e.getBoundingClientRect().height < 44)
+            .map(e => 'button ' + e.getBoundingClientRect().height + ' ' + e.textContent.trim().slice(0, 30));
+        return text.concat(buttons).slice(0, 8);
+    }""")
+    assert not small, f"too small on {page.url}: {small}"
+
+
 def help_linked(page: Any) -> None:
     assert page.locator('header a[href="/help"]').is_visible(), f"no help link in the header of {page.url}"
 
@@ -220,7 +236,7 @@ def inspect(page: Any, axe: Axe, name: str, problems: list[str], *, main_action:
     if page.get_attribute("html", "lang") == "ja" and "/demo/" not in page.url:
         checks.append(lambda: plain_japanese(page))
     if "/demo/rp/" not in page.url:
-        checks.append(lambda: help_linked(page))
+        checks += [lambda: help_linked(page), lambda: readable_sizes(page)]
     if main_action:
         checks.append(lambda: first_screen(page, main_action))
     for check in checks:

@@ -44,7 +44,7 @@ def test_every_person_page_fits_the_screen(browser_idp: RunningIdP, new_person: 
     page.goto(login_url)
     page.click('[data-action="passkey"]')
     page.wait_for_url(re.compile(r"/consent\?"))
-    inspect(page, axe, f"consent-{screen}", problems)
+    inspect(page, axe, f"consent-{screen}", problems, main_action='button[name="decision"][value="allow"]')
     page.click('button[name="decision"][value="allow"]')
     page.wait_for_selector('[data-role="sub"]')
 
