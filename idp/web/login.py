@@ -15,6 +15,7 @@ from the computer's, which fails the transaction so the computer shows why.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import io
@@ -24,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import segno
-from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from idp.context import services
@@ -72,12 +73,15 @@ def load_transaction(txn_id: Any, *, lock: bool = False) -> AuthorizationTransac
     return txn
 
 
-def qr_data_uri(text: str) -> str:
+@functools.lru_cache(maxsize=256)
+def qr_svg(text: str) -> bytes:
+    """The QR code of ``text`` as SVG, drawn once per process (a transaction's wallet URL
+    never changes, and a page reload or a second image request costs nothing)."""
     buffer = io.BytesIO()
-    # A fixed mask skips segno's trial of all eight (a fifth of a login's CPU, bench/README.md);
-    # any mask gives a valid, scannable symbol (ISO/IEC 18004 §7.8).
+    # A fixed mask skips segno's trial of all eight (bench/README.md); any mask gives a valid,
+    # scannable symbol (ISO/IEC 18004 §7.8).
     segno.make(text, error="m", mask=0, micro=False).save(buffer, kind="svg", scale=6, border=2, dark="#000", light="#fff")
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
 
 
 @bp.errorhandler(ProtocolError)
@@ -122,10 +126,22 @@ def login_page() -> ResponseReturnValue:
         return i18n.error_page("already_answered", 409)
     wallet_url = services().settings.url(url_for("login.wallet_entry", txn=txn.id))
     remaining = max(0, int((txn.expires_at - utcnow()).total_seconds()))
-    return render_template("login.html", txn=txn, qr=qr_data_uri(wallet_url), wallet_url=wallet_url,
+    return render_template("login.html", txn=txn, qr=url_for("login.qr_image", txn=txn.id), wallet_url=wallet_url,
                            expires_in=remaining, retry_token=page_token(txn, "retry"),
                            cancel_token=page_token(txn, "cancel"), failure_message=_failure_message(txn),
                            **_who_asks(txn))
+
+
+@bp.get("/login/qr")
+def qr_image() -> ResponseReturnValue:
+    """The login page's QR code as its own image: only a browser that shows it fetches it
+    (never a phone's passkey sign-in or a script), and it is drawn without the page."""
+    txn = _own_transaction(request.args.get("txn"))
+    wallet_url = services().settings.url(url_for("login.wallet_entry", txn=txn.id))
+    response = Response(qr_svg(wallet_url), mimetype="image/svg+xml")
+    # private: the image names a transaction of this browser; it lives no longer than one
+    response.headers["Cache-Control"] = f"private, max-age={int(MAX_LIFETIME.total_seconds())}"
+    return response
 
 
 def _failure_message(txn: AuthorizationTransaction) -> str | None:
@@ -290,7 +306,7 @@ def status() -> ResponseReturnValue:
 def _next_for(txn: AuthorizationTransaction) -> str:
     """Start the browser session once, in the opening browser only; then go to consent."""
     if not txn.session_started and browser.same_browser(txn.browser_binding):
+        txn.session_started = True
         browser.start_session(account_id=txn.account_id, device_serial=txn.device_serial,
                               auth_time=txn.auth_time, amr=list(txn.amr or []), acr=txn.acr)
-        txn.session_started = True
     return services().settings.url(url_for("consent.consent_page", txn=txn.id))
