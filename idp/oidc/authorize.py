@@ -416,7 +416,7 @@ def remember_session_client(session: browser.SessionView, client_id: str) -> Non
 def authorized_user(session: browser.SessionView, c: Checked) -> AuthorizedUser:
     return AuthorizedUser(account=session.account, auth_time=session.auth_time, acr=session.acr,
                           amr=session.amr, session_id=session.client_sid(c.client.client_id),
-                          claims_request=c.claims_request)
+                          claims_request=c.claims_request, device_serial=session.device_serial)
 
 
 def with_request_object(params: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Login at an RP by device signature (PROTOCOL §4 steps 2–5).
 
 The transaction's challenge is single use: the first assertion for it, good or bad,
-ends the pending state (a bad one marks it ``failed``; the page says why and offers a
+takes the pending state in one compare-and-set (so of concurrent copies exactly one is
+even checked) and ends it (a bad one marks it ``failed``; the page says why and offers a
 retry, which opens a fresh transaction for the same request). A pending sign-in can be
 given more time (no time limit that cannot be extended). The session goes only to the browser holding the transaction's binding
 cookie, whether the phone signed on this device or across devices.
@@ -45,6 +46,7 @@ from idp.oidc.server import query_client
 from idp.oidc.session import current_db
 from idp.policy import reached_acr
 from idp.storage.models import AuthorizationTransaction, utcnow
+from idp.storage.single_use import compare_and_set
 from idp.web import browser, i18n
 from idp.web.base64 import json_body, string_field
 
@@ -265,8 +267,12 @@ def options() -> ResponseReturnValue:
 @bp.post("/login/assertion")
 def assertion() -> ResponseReturnValue:
     body = json_body()
-    txn = load_transaction(string_field(body, "txn", max_length=64), lock=True)
-    if txn.state != "pending":
+    txn = load_transaction(string_field(body, "txn", max_length=64))
+    if txn.state != "pending" or not compare_and_set(
+            current_db(), AuthorizationTransaction, AuthorizationTransaction.id == txn.id,
+            AuthorizationTransaction.state == "pending", AuthorizationTransaction.expires_at > utcnow(),
+            state="answering"):
+        current_db().refresh(txn)
         raise TransactionError(f"this transaction is {txn.state}; its challenge cannot be used again")
     credential = body.get("credential")
     try:
