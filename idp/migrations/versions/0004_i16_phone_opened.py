@@ -3,16 +3,16 @@
 The computer's sign-in page shows live progress (waiting → opened on the phone →
 approved); this records the middle step so every instance can report it.
 
-Revision ID: 0003_i16_phone_opened
-Revises: 0002_i12_registration_authority
+Revision ID: 0004_i16_phone_opened
+Revises: 0003_i9_token_families_lockout
 """
 from alembic import op
 import sqlalchemy as sa
 import idp.storage.models
 
 
-revision = "0003_i16_phone_opened"
-down_revision = "0002_i12_registration_authority"
+revision = "0004_i16_phone_opened"
+down_revision = "0003_i9_token_families_lockout"
 branch_labels = None
 depends_on = None
 
