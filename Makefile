@@ -7,7 +7,7 @@ PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 # `make run PORT=8001` moves the issuer with the port (an IDP_ISSUER already set wins).
 PORT ?= 8000
 
-.PHONY: run test test-sqlite test-postgres conformance bench install translations messages browser-deps clean
+.PHONY: run test test-sqlite test-postgres conformance bench install translations messages browser-deps interop-deps clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -31,13 +31,19 @@ browser-deps:
 	elif command -v npm >/dev/null 2>&1; then npm --prefix tests/browser ci --no-audit --no-fund --loglevel=error || echo "axe-core not installed: accessibility checks will be skipped"; \
 	else echo "npm not found: accessibility checks will be skipped"; fi
 
+# panva/openid-client for the FAPI 2.0 interop test (tests/interop/node_modules, git-ignored).
+interop-deps:
+	@if [ -f tests/interop/node_modules/openid-client/package.json ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then npm --prefix tests/interop ci --no-audit --no-fund --loglevel=error || echo "openid-client not installed: the interop test will be skipped"; \
+	else echo "npm not found: the openid-client interop test will be skipped"; fi
+
 run: export IDP_ISSUER ?= http://localhost:$(PORT)
 run: install
 	$(BIN)/idp init
 	@echo "Open http://localhost:$(PORT)/demo/ (the passkey works at localhost, not 127.0.0.1)"
 	$(BIN)/idp serve --host 127.0.0.1 --port $(PORT)
 
-test: install browser-deps
+test: install browser-deps interop-deps
 	$(MAKE) test-sqlite
 	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('host=127.0.0.1 port=5432 user=postgres dbname=test', connect_timeout=3).close()" 2>/dev/null; then \
 		$(MAKE) test-postgres; \

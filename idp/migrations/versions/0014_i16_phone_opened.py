@@ -3,16 +3,16 @@
 The computer's sign-in page shows live progress (waiting → opened on the phone →
 approved); this records the middle step so every instance can report it.
 
-Revision ID: 0004_i16_phone_opened
-Revises: 0003_i9_token_families_lockout
+Revision ID: 0014_i16_phone_opened
+Revises: 0013_i13_dpop
 """
 from alembic import op
 import sqlalchemy as sa
 import idp.storage.models
 
 
-revision = "0004_i16_phone_opened"
-down_revision = "0003_i9_token_families_lockout"
+revision = "0014_i16_phone_opened"
+down_revision = "0013_i13_dpop"
 branch_labels = None
 depends_on = None
 
