@@ -3,16 +3,16 @@
 The computer's sign-in page shows live progress (waiting → opened on the phone →
 approved); this records the middle step so every instance can report it.
 
-Revision ID: 0014_i16_phone_opened
-Revises: 0013_i13_dpop
+Revision ID: 0015_i16_phone_opened
+Revises: 0014_i15_audit_chains
 """
 from alembic import op
 import sqlalchemy as sa
 import idp.storage.models
 
 
-revision = "0014_i16_phone_opened"
-down_revision = "0013_i13_dpop"
+revision = "0015_i16_phone_opened"
+down_revision = "0014_i15_audit_chains"
 branch_labels = None
 depends_on = None
 
