@@ -40,10 +40,10 @@ test: install browser-deps
 	else echo "PostgreSQL not reachable at 127.0.0.1:5432: PostgreSQL run skipped"; fi
 
 test-sqlite: install
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 tests examples
 
 test-postgres: install
-	IDP_TEST_DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest -q -n 2 tests -m "not sqlite_only"
+	IDP_TEST_DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest -q -n 2 tests examples -m "not sqlite_only"
 
 conformance: install
 	$(BIN)/python -m conformance.run

@@ -202,12 +202,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
     from idp import audit
     from idp.keystore import KeyStore
+    from idp.signing import key_backend
 
     settings = _settings()
     if args.grace <= 0:
         raise CommandError("--grace must be a positive number of seconds: relying parties need time to "
                            "fetch the new key before it signs")
-    kids = KeyStore(settings.keys_dir).rotate(grace=args.grace)
+    kids = KeyStore(settings.keys_dir, key_backend(settings)).rotate(grace=args.grace)
 
     def work(session, services):  # type: ignore[no-untyped-def]
         audit.record(session, "keys.rotated", kids=kids)

@@ -370,7 +370,7 @@ def delete_client(session: Session, row: Client) -> None:
 
 
 def disable_client(session: Session, row: Client) -> int:
-    """The operator ends a client (PROTOCOL §7.1): it can no longer authenticate or start a
+    """The operator ends a client (`idp clients disable`): it can no longer authenticate or start a
     login, and every token it holds is revoked by one UPDATE, effective at once. Returns the
     number of tokens revoked. Unlike an RFC 7592 delete, the registration stays readable."""
     from idp.oidc.token_family import revoke_tokens
