@@ -107,6 +107,14 @@ def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, 
         _count_failure(device, exc.code, failure_event)
         g.commit_despite_error = True
         raise AssertionRefused(exc.description, error=exc.code) from None
+    if result.backup_eligible != device.backup_eligible:
+        # WebAuthn L3 §6.1.3: the BE flag is fixed when the credential is created. A change
+        # means another authenticator (or a synced copy) answers for this credential.
+        _refused(device, failure_event, "backup_eligibility_changed")
+        g.commit_despite_error = True
+        raise AssertionRefused("the authenticator's backup eligibility differs from when this device was "
+                               "enrolled; this credential cannot be used, enrol the device again",
+                               error="backup_eligibility_changed")
     device.sign_count = result.new_sign_count
     current_db().execute(delete(CredentialLockout).where(*_this_address(device)))
     device.last_used_at = now
