@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from idp import cli
 from idp.proofing.demo_card import TestJpkiCA
 from idp.settings import Pkcs11Config
 from idp.signing import KeyBackendError
@@ -77,8 +78,15 @@ def private_keys_under(folder: Path) -> list[str]:
     return found
 
 
-def test_init_and_serve_sign_id_tokens_certificates_crls_and_ocsp_in_the_token(served: ServedIdP,
-                                                                              browser) -> None:
+def test_init_serve_and_rotate_in_the_token_with_nothing_private_on_disk(served: ServedIdP, browser) -> None:
+    """One deployment, checked in order (a second ``init`` + ``serve`` would double the cost)."""
+    check_tokens_certificates_crls_and_ocsp(served, browser)
+    check_keys_rotate_in_the_token(served)
+    assert (served.keys_dir / "ca" / "ca.cert.pem").exists()
+    assert private_keys_under(served.keys_dir) == []
+
+
+def check_tokens_certificates_crls_and_ocsp(served: ServedIdP, browser: requests.Session) -> None:
     device = core.enrol(served)
     result = core.login(served, browser, core.register(served, "municipal"), device)  # the RP checks the JWKS
     assert result.header["kid"] in {key["kid"] for key in requests.get(served.url("/jwks"), timeout=10).json()["keys"]}
@@ -98,7 +106,7 @@ def test_init_and_serve_sign_id_tokens_certificates_crls_and_ocsp_in_the_token(s
     assert lint_ocsp_der(response.public_bytes(Encoding.DER)) == []
 
 
-def test_keys_rotate_in_the_token(served: ServedIdP, browser) -> None:
+def check_keys_rotate_in_the_token(served: ServedIdP) -> None:
     before = {key["kid"] for key in requests.get(served.url("/jwks"), timeout=10).json()["keys"]}
     rotated = run_idp(served.env, "keys", "rotate", "--grace", "0")
     assert rotated.returncode == 0, rotated.stderr
@@ -113,11 +121,6 @@ def test_keys_rotate_in_the_token(served: ServedIdP, browser) -> None:
     after = {key["kid"] for key in requests.get(served.url("/jwks"), timeout=10).json()["keys"]}
     assert result.header["kid"] in after - before
     assert before <= after  # the old keys stay published until every token they signed expired
-
-
-def test_nothing_private_is_written_under_the_keys_dir(served: ServedIdP) -> None:
-    assert (served.keys_dir / "ca" / "ca.cert.pem").exists()
-    assert private_keys_under(served.keys_dir) == []
 
 
 def test_a_token_key_signs_but_never_exports(softhsm: SoftHsm) -> None:
@@ -135,13 +138,18 @@ def test_a_token_key_signs_but_never_exports(softhsm: SoftHsm) -> None:
         backend.signing_key(signing.kid)  # type: ignore[arg-type]
 
 
-def test_wrong_pin_or_token_stops_the_server_with_one_line(softhsm: SoftHsm, tmp_path: Path) -> None:
+def test_wrong_pin_or_token_stops_init_with_one_line(softhsm: SoftHsm, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     env = {**softhsm.token("pin"), "IDP_KEYS_DIR": str(tmp_path / "keys"),
            "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}", "IDP_ISSUER": "http://127.0.0.1:9"}
-    for override in ({"IDP_PKCS11_TOKEN": "absent"}, {"IDP_PKCS11_PIN_FILE": None, "IDP_PKCS11_PIN": "000000"}):
-        attempt = {k: v for k, v in {**env, **override}.items() if v is not None}
-        done = run_idp(attempt, "init")
-        assert done.returncode != 0
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("idp: "), done.stderr
-        assert "PKCS#11" in lines[0] or "IDP_PKCS11" in lines[0], lines[0]
+    for override, expected in (({"IDP_PKCS11_TOKEN": "absent"}, "no such token"),
+                               ({"IDP_PKCS11_PIN_FILE": None, "IDP_PKCS11_PIN": "000000"}, "PinIncorrect")):
+        for name, value in {**env, **override}.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        assert cli.main(["init"]) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("idp: ") and expected in lines[0], lines

@@ -91,6 +91,19 @@ def test_category_bound_token_registers_only_its_category(prod: RunningIdP, monk
     assert register(prod, {"redirect_uris": [REDIRECT]}, token).status_code == 401  # used up
 
 
+def test_base64_form_of_a_token_is_the_same_token(prod: RunningIdP, monkeypatch) -> None:
+    """pyoidc sends a non-JWT initial access token base64-encoded: that form is accepted, once;
+    base64 of anything else is not."""
+    import base64
+
+    token = mint(prod, monkeypatch, "municipal")
+    wrong = base64.b64encode(b"not-a-token").decode()
+    assert register(prod, {"redirect_uris": [REDIRECT]}, wrong).status_code == 401
+    encoded = base64.b64encode(token.encode()).decode()
+    assert register(prod, {"redirect_uris": [REDIRECT]}, encoded).status_code == 201
+    assert register(prod, {"redirect_uris": [REDIRECT]}, token).status_code == 401  # its one use is spent
+
+
 def test_initial_access_token_expires_and_is_stored_hashed(prod: RunningIdP, monkeypatch) -> None:
     token = mint(prod, monkeypatch, "municipal", "--expires-in", "60")
     with db(prod) as session:

@@ -26,7 +26,7 @@ MODULE_CANDIDATES = (
     "/usr/local/lib/softhsm/libsofthsm2.so",
 )
 PIN = "246810"
-IN_PROCESS_TOKENS = ("core-e2e", "unit")
+IN_PROCESS_TOKENS = ("core-e2e", "unit", "pin")
 
 
 def softhsm_module() -> str | None:
