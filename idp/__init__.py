@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp.oidc import session as db_session
     from idp.oidc import views as oidc_views
     from idp.oidc.server import create_server
-    from idp.ops import health, metrics, outage
+    from idp.ops import health, logs, metrics, outage
     from idp.signing import web as signing_web
     from idp.web import account, browser, consent, i18n, input_guard, login, ratelimit
 
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["idp"] = services
     if settings.proxy_hops:  # the client address that rate limits count comes from X-Forwarded-For
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+    logs.init_app(app)
     errors.init_app(app)
     outage.init_app(app)
     signing_web.init_app(app)

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, g, render_template, request
-from flask_babel import Babel, format_date, format_datetime, get_locale, gettext, lazy_gettext
+from flask_babel import Babel, format_date, format_datetime, get_locale, get_translations, gettext, lazy_gettext
 
 log = logging.getLogger(__name__)
 
@@ -325,11 +325,25 @@ def _write_atomically(path: Path, catalog: Any, write_mo: Any) -> None:
     temporary.replace(path)
 
 
+def _translations() -> Any:
+    """The request's catalogue, looked up once per request: a page calls gettext some thirty
+    times, and Flask-Babel's own lookup walks its contexts on every call. Flask-Babel fixes a
+    request's locale at its first lookup too, so the catalogue cannot change after it."""
+    translations = g.get("translations")
+    if translations is None:
+        translations = g.translations = get_translations()
+    return translations
+
+
 def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_DEFAULT_LOCALE", "ja")
     app.config.setdefault("BABEL_DEFAULT_TIMEZONE", "Asia/Tokyo")
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = ";".join(ensure_compiled(app))
     Babel(app, locale_selector=select_locale)
+    app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=lambda text: _translations().ugettext(text),
+        ngettext=lambda singular, plural, n: _translations().ungettext(singular, plural, n),
+        newstyle=True)
     app.jinja_env.globals.update(
         current_locale=current_locale, switch_locale_url=switch_locale_url,
         claim_label=claim_label, claim_value=claim_value, category_label=category_label,

@@ -22,16 +22,17 @@ from typing import Any
 import segno
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from sqlalchemy import select
 
 from idp.context import services
 from idp.device.assertions import find_device, verify_device_assertion
 from idp.device import webauthn
 from idp.errors import AccessDenied, InvalidRequest, NotFound, ProtocolError
 from idp.oidc.authorize import TRANSACTION_LIFETIME, purpose_for, release_for, stored_claims_request
-from idp.oidc.server import query_client
+from idp.oidc.server import query_client, remember_client
 from idp.oidc.session import current_db
 from idp.policy import reached_acr
-from idp.storage.models import AuthorizationTransaction, utcnow
+from idp.storage.models import AuthorizationTransaction, Client, utcnow
 from idp.storage.single_use import compare_and_set
 from idp.web import browser, i18n
 from idp.web.base64 import json_body, string_field
@@ -52,9 +53,18 @@ class TransactionError(ProtocolError):
 def load_transaction(txn_id: Any, *, lock: bool = False) -> AuthorizationTransaction:
     if not isinstance(txn_id, str) or not txn_id or len(txn_id) > 64:
         raise InvalidRequest("txn is required")
-    txn = current_db().get(AuthorizationTransaction, txn_id, with_for_update=lock)
-    if txn is None:
+    # One statement: the transaction (locked when asked) with its client, which every step needs
+    statement = (select(AuthorizationTransaction, Client)
+                 .outerjoin(Client, Client.client_id == AuthorizationTransaction.client_id)
+                 .where(AuthorizationTransaction.id == txn_id)
+                 .execution_options(populate_existing=True))
+    if lock:
+        statement = statement.with_for_update(of=AuthorizationTransaction)
+    found = current_db().execute(statement).first()
+    if found is None:
         raise NotFound("unknown transaction", error="invalid_transaction")
+    txn, client = found
+    remember_client(txn.client_id, client)
     if txn.state == "pending" and txn.expires_at <= utcnow():
         txn.state = "expired"
     i18n.use_transaction_locale(txn.request.get("ui_locales"), txn.created_at)
