@@ -63,6 +63,9 @@ class Settings:
     keys_refresh_seconds: int = 30
     proxy_hops: int = 0
     secret_key: str | None = None
+    # How a person reaches the operator (shown on the help page): a phone number, an e-mail
+    # address or a web page, as the operator writes it.
+    support_contact: str | None = None
     fido_mds: Path | None = None
     fido_mds_root: Path | None = None
     fido_mds_crls: Path | None = None
@@ -132,6 +135,7 @@ class Settings:
             keys_refresh_seconds=_seconds(env, "IDP_KEYS_REFRESH_SECONDS", 30, 1, 60),
             proxy_hops=_count(env, "IDP_PROXY_HOPS"),
             secret_key=env.get("IDP_SECRET_KEY") or None,
+            support_contact=(env.get("IDP_SUPPORT_CONTACT") or "").strip()[:300] or None,
             fido_mds=_path(env, "IDP_FIDO_MDS"),
             fido_mds_root=_path(env, "IDP_FIDO_MDS_ROOT"),
             fido_mds_crls=_path(env, "IDP_FIDO_MDS_CRLS"),
