@@ -1,14 +1,14 @@
 """published signing keys and their rotation schedule, shared by every instance
 
-Revision ID: 0015_i15_signing_keys
-Revises: 0014_i15_audit_chains
+Revision ID: 0016_i15_signing_keys
+Revises: 0015_i16_phone_opened
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0015_i15_signing_keys"
-down_revision = "0014_i15_audit_chains"
+revision = "0016_i15_signing_keys"
+down_revision = "0015_i16_phone_opened"
 branch_labels = None
 depends_on = None
 
