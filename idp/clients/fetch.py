@@ -44,6 +44,7 @@ from urllib.parse import SplitResult, urldefrag, urlsplit
 import certifi
 
 from idp import bounded_json
+from idp.ops import metrics
 
 DEADLINE_SECONDS = 3.0
 MAX_BYTES = 64 * 1024
@@ -223,12 +224,14 @@ def fetch(url: str, *, allow_http_loopback: bool, method: str = "GET", body: byt
     """
     if bounded and not _slots.acquire(blocking=False):
         log.warning("outbound fetch refused: %d fetches already in flight", CONCURRENT_FETCHES)
+        metrics.fetch_failed("in flight")
         raise FetchError("too many outbound fetches in flight")
     try:
         return _fetch(url, allow_http_loopback=allow_http_loopback, method=method, body=body,
                       headers=headers or {}, accept=accept, deadline=deadline)
     except FetchError as exc:
         log.warning("outbound %s %s failed: %s", method, _for_log(url), exc.detail)
+        metrics.fetch_failed(exc.detail)
         raise
     finally:
         if bounded:
