@@ -138,11 +138,6 @@ class KeyStore:
             self._public = {e.kid: {**e.key.as_dict(private=False), "use": "sig", "alg": e.alg} for e in entries}
             self._mtime = mtime
 
-    def entries(self) -> tuple[KeyEntry, ...]:
-        """Every key this store holds, with its schedule (``idp.keyset`` shares them)."""
-        self._refresh()
-        return self._entries
-
     def signing_key(self, alg: str) -> KeyEntry:
         """The newest key for ``alg`` past its publication grace period (the old one until then)."""
         if alg not in SIGNING_ALGS:

@@ -205,9 +205,6 @@ class AuthorizationTransaction(Base):
     acr: Mapped[str | None] = mapped_column(String(64), default=None)
     failure: Mapped[str | None] = mapped_column(String(64), default=None)
     session_started: Mapped[bool] = mapped_column(Boolean, default=False)
-    # When the wallet page for this sign-in was first opened (the QR code was scanned), so the
-    # computer can show "opened on your phone" before the approval arrives.
-    phone_opened_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class BrowserSession(Base):
@@ -329,18 +326,6 @@ class AuditCheckpoint(Base):
     seq: Mapped[int] = mapped_column(Integer)
     entry_hash: Mapped[str] = mapped_column(String(64))
     archived_at: Mapped[datetime] = mapped_column()
-
-
-class SigningKey(Base):
-    """A published ID-token signing key and its schedule, shared by every instance (idp/keyset.py)."""
-
-    __tablename__ = "signing_keys"
-    kid: Mapped[str] = mapped_column(String(100), primary_key=True)
-    alg: Mapped[str] = mapped_column(String(8))
-    created_at: Mapped[int] = mapped_column(BigInteger)
-    use_after: Mapped[int] = mapped_column(BigInteger)
-    retire_after: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class CrlState(Base):
