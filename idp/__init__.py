@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp.oidc import session as db_session
     from idp.oidc import views as oidc_views
     from idp.oidc.server import create_server
-    from idp.web import account, browser, consent, i18n, input_guard, login, ratelimit
+    from idp.web import account, browser, consent, headers, i18n, input_guard, login, ratelimit
 
     settings = settings or Settings.from_env()
     services = load_services(settings)
@@ -33,9 +33,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["idp"] = services
-    if settings.proxy_hops:  # the client address that rate limits count comes from X-Forwarded-For
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+    if settings.proxy_hops:
+        # Behind IDP_PROXY_HOPS trusted reverse proxies: the client address (rate limits),
+        # scheme (authlib's https check) and host come from their X-Forwarded-* headers.
+        # URLs the IdP signs or compares (aud, htu, endpoints) come from the issuer, never
+        # from these headers (idp.settings.Settings.url).
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
+                                x_host=hops, x_port=hops)
     errors.init_app(app)
+    headers.init_app(app)
     input_guard.init_app(app)
     db_session.init_app(app)
     browser.init_app(app)

@@ -55,6 +55,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             self.cfg.set("threads", 4)
             self.cfg.set("accesslog", None)
             self.cfg.set("timeout", 30)
+            # X-Forwarded-* are trusted only as IDP_PROXY_HOPS says, by ProxyFix in the app;
+            # gunicorn must not trust them on its own (its default trusts any loopback peer).
+            self.cfg.set("forwarded_allow_ips", "*" if settings.proxy_hops else "")
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25
                 # No management socket: its default path is shared by every instance on the host.
                 self.cfg.set("control_socket_disable", True)
