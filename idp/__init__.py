@@ -20,6 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp.oidc import session as db_session
     from idp.oidc import views as oidc_views
     from idp.oidc.server import create_server
+    from idp.ops import health, metrics, outage
     from idp.web import account, browser, consent, headers, i18n, input_guard, login, ratelimit
 
     settings = settings or Settings.from_env()
@@ -43,12 +44,15 @@ def create_app(settings: Settings | None = None) -> Flask:
                                 x_host=hops, x_port=hops)
     errors.init_app(app)
     headers.init_app(app)
+    outage.init_app(app)
+    metrics.init_app(app, settings.metrics_token)
+    metrics.instrument_pool(services.db.engine)
     input_guard.init_app(app)
     db_session.init_app(app)
     browser.init_app(app)
     i18n.init_app(app)
     app.extensions["idp.oauth"] = create_server(app)
-    for blueprint in (oidc_views.bp, enrollment.bp, login.bp, consent.bp, account.bp, ca_views.bp):
+    for blueprint in (health.bp, oidc_views.bp, enrollment.bp, login.bp, consent.bp, account.bp, ca_views.bp):
         app.register_blueprint(blueprint)
     ratelimit.init_app(app, settings)
     if settings.development:  # the newcomer's demo exists only on a localhost issuer

@@ -32,6 +32,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from idp.files import write_atomically
+from idp.ops import metrics
 from idp.storage.models import AuditEntry, utcnow
 
 GENESIS = "0" * 64
@@ -40,6 +41,7 @@ ANCHOR_DIR_KEY = "audit_anchor_dir"
 """``session.info`` key naming the folder of the head anchor (the CLI sets it; requests
 use the app's keys folder)."""
 _PENDING_KEY = "audit_pending_head"
+_EVENTS_KEY = "audit_pending_events"
 _LISTENING_KEY = "audit_anchor_listening"
 _PG_LOCK_ID = 0x69645F6175646974  # pg_advisory_xact_lock key serialising writers on PostgreSQL
 
@@ -102,10 +104,10 @@ def _anchor_dir(session: Session) -> Path | None:
 
 
 def _anchor_after_commit(session: Session, entry: AuditEntry) -> None:
+    session.info.setdefault(_EVENTS_KEY, []).append(entry.event)
     folder = _anchor_dir(session)
-    if folder is None:
-        return
-    session.info[_PENDING_KEY] = (folder, Head(entry.seq, entry.entry_hash))
+    if folder is not None:
+        session.info[_PENDING_KEY] = (folder, Head(entry.seq, entry.entry_hash))
     if not session.info.get(_LISTENING_KEY):
         session.info[_LISTENING_KEY] = True
         sa_event.listen(session, "after_commit", _write_pending_head)
@@ -114,9 +116,12 @@ def _anchor_after_commit(session: Session, entry: AuditEntry) -> None:
 
 def _forget_pending_head(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
+    session.info.pop(_EVENTS_KEY, None)
 
 
 def _write_pending_head(session: Session) -> None:
+    for name in session.info.pop(_EVENTS_KEY, ()):
+        metrics.audit_event(name)
     pending = session.info.pop(_PENDING_KEY, None)
     if pending is None:
         return

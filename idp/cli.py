@@ -33,13 +33,28 @@ def cmd_init(args: argparse.Namespace) -> None:
         print(f"created: {item}")
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    from idp.storage.db import Database
+
+    database = Database(_settings().database_url)
+    try:
+        changed = database.upgrade()
+    finally:
+        database.dispose()
+    print("database schema migrated to the newest revision" if changed else "database schema already current")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
+    from idp.ops import serving
+
+    settings = _settings()
+    serving.prepare_metrics_dir()  # before prometheus_client is imported by the app
+
     from gunicorn.app.base import BaseApplication
 
     from idp import create_app
     from idp.context import initialise
 
-    settings = _settings()
     initialise(settings)
     if settings.development and not settings.registration_token:
         print("warning: IDP_REGISTRATION_TOKEN is unset: client registration is open (development issuer)",
@@ -58,6 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             # X-Forwarded-* are trusted only as IDP_PROXY_HOPS says, by ProxyFix in the app;
             # gunicorn must not trust them on its own (its default trusts any loopback peer).
             self.cfg.set("forwarded_allow_ips", "*" if settings.proxy_hops else "")
+            self.cfg.set("graceful_timeout", serving.GRACEFUL_TIMEOUT)
+            self.cfg.set("child_exit", serving.child_exit)
+            self.cfg.set("post_fork", serving.post_fork_engine(app.extensions["idp"].db.engine))
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25
                 # No management socket: its default path is shared by every instance on the host.
                 self.cfg.set("control_socket_disable", True)
@@ -212,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="idp", description="JP digital ID OpenID Provider")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("init", help="create keys and database (idempotent)").set_defaults(func=cmd_init)
+    db = sub.add_parser("db").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="migrate the database schema (safe from several instances at once)").set_defaults(
+        func=cmd_db_upgrade)
     serve = sub.add_parser("serve", help="run the server under gunicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)

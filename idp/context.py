@@ -73,8 +73,12 @@ def initialise(settings: Settings) -> list[str]:
         created.append("trust-service CA key and certificate")
     if settings.development:
         created.extend(_development_jpki(settings))
-    Database(settings.database_url).upgrade()
-    created.append("database schema (alembic head)")
+    database = Database(settings.database_url)
+    try:
+        if database.upgrade():
+            created.append("database schema (migrated to the newest revision)")
+    finally:
+        database.dispose()
     return created
 
 

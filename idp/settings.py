@@ -49,6 +49,8 @@ class Settings:
     allow_http_loopback: bool
     policy_file: Path | None = None
     rate_limit_storage: str = "memory://"
+    redis_url: str | None = None
+    metrics_token: str | None = None
     proxy_hops: int = 0
     secret_key: str | None = None
     fido_mds: Path | None = None
@@ -112,7 +114,10 @@ class Settings:
             rate_limit_per_minute=rate,
             allow_http_loopback=_named_flag(env, "IDP_ALLOW_HTTP_LOOPBACK", dev),
             policy_file=Path(env["IDP_POLICY_FILE"]) if env.get("IDP_POLICY_FILE") else None,
-            rate_limit_storage=env.get("IDP_RATE_LIMIT_STORAGE", "memory://"),
+            # the instances of one deployment share the counters through IDP_REDIS_URL
+            rate_limit_storage=env.get("IDP_RATE_LIMIT_STORAGE") or env.get("IDP_REDIS_URL") or "memory://",
+            redis_url=env.get("IDP_REDIS_URL") or None,
+            metrics_token=env.get("IDP_METRICS_TOKEN") or None,
             proxy_hops=_count(env, "IDP_PROXY_HOPS"),
             secret_key=env.get("IDP_SECRET_KEY") or None,
             fido_mds=_path(env, "IDP_FIDO_MDS"),

@@ -43,6 +43,7 @@ from idp.clients.registry import REQUEST_OBJECT_ALGS, RegisteredClient
 from idp.context import services
 from idp.oidc import claims as claims_mod
 from idp.oidc.session import current_db
+from idp.ops import metrics
 from idp.storage.models import Account, AuthorizationCode, Client, Token, utcnow
 
 ID_TOKEN_LIFETIME = 3600
@@ -170,6 +171,7 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     if old is not None:  # a rotated refresh token keeps the original family's origin
         row.code_hash = old.row.code_hash
     current_db().add(row)
+    metrics.token_issued(client.category)
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):

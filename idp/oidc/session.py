@@ -3,7 +3,8 @@
 A request that fails leaves nothing half-written. The one exception is a deliberate
 security side effect of a refused request (revoking the tokens of a replayed code,
 counting a failed assertion, locking a credential): the code sets
-``g.commit_despite_error`` so the refusal and its effect are both kept.
+``g.commit_despite_error`` so the refusal and its effect are both kept. A commit the
+database cannot confirm (connection lost, timeout) answers 503 instead of the response.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from flask import Flask, Response, g
 from sqlalchemy.orm import Session
 
 from idp.context import services
+from idp.ops.outage import DATABASE_ERRORS, database_unavailable
 
 
 def current_db() -> Session:
@@ -33,6 +35,8 @@ def init_app(app: Flask) -> None:
                 session.commit()
             else:
                 session.rollback()
+        except DATABASE_ERRORS as exc:  # the commit's outcome is unknown: the client retries
+            return database_unavailable(exc)
         finally:
             session.close()
         return response

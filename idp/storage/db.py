@@ -2,21 +2,35 @@
 
 Every lifecycle step runs in a single transaction that commits together with its audit
 entry, so a crash half-way leaves the previous state intact.
+
+Every wait on the database is bounded, so a frozen database path costs a request a few
+seconds and a clear 503 (``idp.ops.outage``), never a stalled worker: PostgreSQL connects
+time out after ``CONNECT_TIMEOUT`` s, statements after ``STATEMENT_TIMEOUT_MS`` and a
+request waits at most ``POOL_TIMEOUT`` s for a pooled connection; SQLite waits at most
+``SQLITE_BUSY_TIMEOUT_MS`` for the write lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+CONNECT_TIMEOUT = 5
+STATEMENT_TIMEOUT_MS = 15_000
+POOL_TIMEOUT = 5
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_MIGRATION_LOCK_ID = 0x69645F6D69677261  # pg_advisory_lock key: one `idp db upgrade` at a time
 
 
 class Database:
@@ -31,12 +45,71 @@ class Database:
         with self.sessions() as session, session.begin():
             yield session
 
-    def upgrade(self) -> None:
-        """Bring the schema to the newest alembic revision (idempotent)."""
-        command.upgrade(alembic_config(self.url), "head")
+    def upgrade(self) -> bool:
+        """Bring the schema to the newest alembic revision; True when a migration ran.
+
+        Several instances may start (or run ``idp db upgrade``) at once on a fresh database.
+        On PostgreSQL a session-level advisory lock makes them take turns: the first one
+        migrates, the others then find the schema at head and do nothing. SQLite's own
+        driver does not wrap DDL in a transaction, so a lock file beside the database file
+        serialises the instances of one machine (the only ones that can share it).
+        """
+        config = alembic_config(self.url)
+        with _sqlite_file_lock(self.url), self.engine.connect() as connection:
+            postgres = connection.dialect.name == "postgresql"
+            if postgres:
+                connection.execute(text("SET statement_timeout = 0"))  # a long migration is not an outage
+                connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK_ID})
+                connection.commit()
+            try:
+                before = _current_heads(connection)
+                connection.commit()
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                connection.commit()
+                changed = _current_heads(connection) != before
+                connection.commit()
+            finally:
+                if postgres:
+                    connection.rollback()
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK_ID})
+                    connection.commit()
+        return changed
+
+    def schema_at_head(self) -> bool:
+        """Whether the database's revision is the newest one this code knows."""
+        with self.engine.connect() as connection:
+            return _current_heads(connection) == code_heads()
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
+    if not path or path == ":memory:":
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _current_heads(connection: Connection) -> frozenset[str]:
+    return frozenset(MigrationContext.configure(connection).get_current_heads())
+
+
+_CODE_HEADS: frozenset[str] | None = None
+
+
+def code_heads() -> frozenset[str]:
+    """The head revision(s) of the migrations shipped with this code (read once)."""
+    global _CODE_HEADS
+    if _CODE_HEADS is None:
+        _CODE_HEADS = frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+    return _CODE_HEADS
 
 
 def alembic_config(url: str) -> Config:
@@ -52,7 +125,7 @@ def _make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -62,8 +135,13 @@ def _make_engine(url: str) -> Engine:
             # It halves the tail latency of the write lock under load (bench/README.md).
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    connect_args: dict[str, object] = {}
+    if url.startswith("postgresql"):
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT,
+                        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"}
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=POOL_TIMEOUT,
+                         connect_args=connect_args)

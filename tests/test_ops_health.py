@@ -1,0 +1,168 @@
+"""Liveness, readiness and the database lifecycle (README "Operations"): /readyz follows the
+database and the schema and recovers without a restart; `idp db upgrade` is safe from several
+instances at once; `idp init` prints only what it created."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import text
+
+from idp.proofing.demo_card import TestJpkiCA
+from tests.conftest import PG_URL, RunningIdP, start_idp
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, jpki_ca: TestJpkiCA) -> Iterator[RunningIdP]:
+    yield from start_idp(tmp_path_factory.mktemp("health-idp"), jpki_ca)
+
+
+def ready(server: RunningIdP) -> requests.Response:
+    return requests.get(server.base_url + "/readyz", timeout=30)
+
+
+def test_healthz_answers_while_serving(server):
+    response = requests.get(server.base_url + "/healthz", timeout=10)
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_readyz_is_200_when_database_schema_and_keys_are_there(server):
+    response = ready(server)
+    assert response.status_code == 200 and response.json() == {"status": "ready"}
+
+
+def test_readyz_is_503_while_the_schema_is_behind_and_recovers(server):
+    engine = server.services().db.engine
+    with engine.begin() as connection:
+        head = connection.scalar(text("SELECT version_num FROM alembic_version"))
+        connection.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
+    try:
+        response = ready(server)
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        body = response.json()
+        assert body["error"] == "temporarily_unavailable" and "idp db upgrade" in body["error_description"]
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
+    assert ready(server).status_code == 200
+
+
+def test_readyz_is_503_while_the_signing_keys_are_missing(server):
+    index = server.settings.keys_dir / "signing" / "index.json"
+    saved = index.read_bytes()
+    index.unlink()
+    server.services().keystore._checked = 0.0  # as after the keystore's re-read interval
+    try:
+        response = ready(server)
+        assert response.status_code == 503 and "signing keys" in response.json()["error_description"]
+    finally:
+        index.write_bytes(saved)
+        server.services().keystore._checked = 0.0
+    assert ready(server).status_code == 200
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL: SQLite's file cannot be made unreachable to "
+                                       "an open connection")
+def test_readyz_is_503_while_the_database_refuses_connections_and_recovers(tmp_path, jpki_ca, caplog):
+    """Also: requests that need the database answer 503 with Retry-After, logged once."""
+    import psycopg
+
+    from idp.ops import outage
+
+    servers = start_idp(tmp_path, jpki_ca)
+    server = next(servers)
+    name = server.settings.database_url.rsplit("/", 1)[1]
+    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        assert ready(server).status_code == 200
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        response = ready(server)
+        assert response.status_code == 503
+        assert response.json() == {"error": "temporarily_unavailable",
+                                   "error_description": "the database is unreachable"}
+        outage.reporter._last.clear()
+        caplog.clear()
+        for _ in range(5):
+            refused = requests.post(server.base_url + "/enroll/begin", json={}, timeout=30)
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+            assert refused.json()["error"] == "temporarily_unavailable"
+        reports = [r for r in caplog.records if r.name == "idp.outage"]
+        assert len(reports) == 1 and reports[0].exc_info is None  # one line, no traceback
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert ready(server).status_code == 200  # the same process, no restart
+    finally:
+        servers.close()
+
+
+# --- the database lifecycle ------------------------------------------------------------------
+
+
+def _env(tmp: Path, database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update(IDP_KEYS_DIR=str(tmp / "keys"), IDP_INSTANCE_DIR=str(tmp / "instance"),
+               IDP_DATABASE_URL=database_url, IDP_ISSUER="http://127.0.0.1:8000")
+    return env
+
+
+def _fresh_database(tmp: Path) -> Iterator[str]:
+    if not PG_URL:
+        yield f"sqlite:///{tmp / 'fresh.sqlite3'}"
+        return
+    import psycopg
+
+    name = f"idp_fresh_{uuid.uuid4().hex[:12]}"
+    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_database(tmp_path: Path) -> Iterator[str]:
+    yield from _fresh_database(tmp_path)
+
+
+def idp_command(env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "idp.cli", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_db_upgrade_from_several_instances_at_once_on_a_fresh_database(tmp_path, fresh_database):
+    env = _env(tmp_path, fresh_database)
+    started = time.monotonic()
+    runs = [idp_command(env, "db", "upgrade") for _ in range(4)]
+    results = [(run.wait(timeout=120), *run.communicate()) for run in runs]
+    assert all(code == 0 for code, _, _ in results), results
+    outs = sorted(out.strip() for _, out, _ in results)
+    assert outs.count("database schema migrated to the newest revision") == 1, outs
+    assert outs.count("database schema already current") == 3, outs
+    assert time.monotonic() - started < 120
+
+
+def test_init_prints_what_it_created_and_nothing_on_a_rerun(tmp_path, fresh_database):
+    env = _env(tmp_path, fresh_database)
+    first = subprocess.run([sys.executable, "-m", "idp.cli", "init"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert all(line.startswith("created: ") for line in lines) and len(lines) >= 5
+    assert any("database schema" in line for line in lines)
+    again = subprocess.run([sys.executable, "-m", "idp.cli", "init"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0 and again.stdout == "", again
