@@ -16,7 +16,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp import errors
     from idp.ca import views as ca_views
     from idp.context import load_services
-    from idp import enrollment
+    from idp import enrollment, openapi
     from idp.oidc import session as db_session
     from idp.oidc import views as oidc_views
     from idp.oidc.server import create_server
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     browser.init_app(app)
     i18n.init_app(app)
     app.extensions["idp.oauth"] = create_server(app)
-    for blueprint in (health.bp, oidc_views.bp, enrollment.bp, login.bp, consent.bp, account.bp, ca_views.bp):
+    for blueprint in (health.bp, oidc_views.bp, openapi.bp, enrollment.bp, login.bp, consent.bp, account.bp, ca_views.bp):
         app.register_blueprint(blueprint)
     ratelimit.init_app(app, settings)
     if settings.development:  # the newcomer's demo exists only on a localhost issuer

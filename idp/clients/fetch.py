@@ -139,8 +139,8 @@ def check_url(url: str, *, allow_http_loopback: bool) -> SplitResult:
         raise FetchError("a fragment")
     if parts.username is not None or parts.password is not None:
         raise FetchError("user information in the URL")
-    if not host or port == 0:
-        raise FetchError("no host or port")
+    if not host or port == 0 or len(host) > 253:  # RFC 1035 §2.3.4
+        raise FetchError("no host, or no valid host or port")
     literal = _literal_address(host)
     loopback = _loopback_name(host) or (literal is not None and literal.is_loopback and not
                                         (isinstance(literal, ipaddress.IPv6Address) and literal.ipv4_mapped))

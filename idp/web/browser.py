@@ -98,7 +98,10 @@ def client_sid(sid: str, client_id: str) -> str:
     return mac[:32]
 
 
-def current_session() -> SessionView | None:
+def current_session(*, for_transaction: str | None = None, scoped: bool = False) -> SessionView | None:
+    """This browser's live session. A session scoped to one transaction (approved on another
+    device) counts only for ``for_transaction`` naming that transaction, or with ``scoped``
+    (logout ends it like any other); never for single sign-on or the account pages."""
     value = request.cookies.get(cookie_name(SESSION_COOKIE))
     if not value or len(value) > 128:
         return None
@@ -107,6 +110,8 @@ def current_session() -> SessionView | None:
     now = utcnow()
     if row is None or row.ended_at is not None or row.expires_at <= now:
         return None
+    if row.scope_txn is not None and not scoped and row.scope_txn != for_transaction:
+        return None
     device = session.get(DeviceCertificate, row.device_serial)
     if device is None or device.state != "active" or device.not_after <= now:
         return None
@@ -114,11 +119,13 @@ def current_session() -> SessionView | None:
     return SessionView(row, account) if account else None
 
 
-def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: list[str], acr: str) -> SessionView:
+def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: list[str], acr: str,
+                  scope_txn: str | None = None) -> SessionView:
+    """A new session; ``scope_txn``: approved on another device, good for that transaction only."""
     value = secrets.token_urlsafe(32)
     row = BrowserSession(id=_digest(value), sid=secrets.token_urlsafe(24), account_id=account_id,
                          device_serial=device_serial, auth_time=auth_time, amr=amr, acr=acr,
-                         expires_at=utcnow() + SESSION_LIFETIME)
+                         expires_at=utcnow() + SESSION_LIFETIME, scope_txn=scope_txn)
     current_db().add(row)
     g.new_session = value
     return SessionView(row, current_db().get(Account, account_id))
