@@ -25,7 +25,7 @@ def test_the_openapi_document_describes_the_json_endpoints(idp: RunningIdP) -> N
 
 def test_fuzz_smoke(tmp_path: Path) -> None:
     pytest.importorskip("schemathesis")
-    result = fuzz(tmp_path, examples=8, max_time=20)
+    result = fuzz(tmp_path, examples=8, max_time=12)
     print(result.line())
     assert result.requests >= 200, result.line()
     assert result.passed, result.line()
