@@ -54,6 +54,7 @@ class Meter:
         self.recording = False
         self.profiler = profiler
         self.lock = threading.Lock()
+        self.trace: list[str] | None = None  # statements of the requests, when tracing
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
         key = f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"
@@ -86,6 +87,8 @@ class Meter:
                     self.statements[key] += 1
                     if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
                         self.writes[key] += 1
+                    if self.trace is not None:
+                        self.trace.append(f"{key:<24} {' '.join(statement.split())[:150]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=lf.ROOT, help="folder whose idp/ package is measured")
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     parser.add_argument("--cprofile", type=Path, help="write a cProfile (pstats) of the measured requests here")
+    parser.add_argument("--trace-sql", action="store_true",
+                        help="print the SQL statements of the last measured flow, by request")
     args = parser.parse_args(argv)
     if args.source.resolve() != lf.SOURCE:
         parser.error("--source must be given as a command-line argument")
@@ -136,13 +141,18 @@ def main(argv: list[str] | None = None) -> int:
             meter.recording = True
             kinds: dict[str, int] = defaultdict(int)
             started = time.perf_counter()
-            for _ in range(args.flows):
+            for number in range(args.flows):
+                if args.trace_sql and number == args.flows - 1:
+                    meter.trace = []
                 kinds[client.run_one().kind] += 1
             elapsed = time.perf_counter() - started
             meter.recording = False
             client.close()
             report = build_report(meter, args, dict(kinds), elapsed)
             print_report(report)
+            if meter.trace is not None:
+                print("\nSQL statements of the last flow:")
+                print("\n".join(f"  {line}" for line in meter.trace))
             if args.json:
                 args.json.write_text(json.dumps(report, indent=2) + "\n")
                 lf.log(f"figures written to {args.json}")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import audit
-from idp.storage.models import Consent, Disclosure, Token, utcnow
+from idp.oidc.token_family import revoke_tokens
+from idp.storage.models import Consent, Disclosure, utcnow
 
 
 def find_consent(session: Session, account_id: str, client_id: str) -> Consent | None:
@@ -75,8 +76,7 @@ def withdraw_consent(session: Session, account_id: str, client_id: str) -> bool:
     if consent is None or consent.withdrawn_at is not None:
         return False
     consent.withdrawn_at = utcnow()
-    session.execute(update(Token).where(Token.account_id == account_id, Token.client_id == client_id)
-                    .values(revoked=True))
+    revoke_tokens(session, account_id=account_id, client_id=client_id)
     audit.record(session, "consent.withdrawn", account=account_id, client=client_id)
     return True
 

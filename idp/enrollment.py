@@ -35,6 +35,7 @@ from idp.proofing.jpki import JpkiError, VerifiedJpki, binding_message, verify_b
 from idp.privacy import contains_individual_number
 from idp.proofing.linkage import serial_digest
 from idp.storage.models import Account, DeviceCertificate, Enrollment, JpkiBinding, JpkiLink, utcnow
+from idp.storage.single_use import compare_and_set
 from idp.web.base64 import b64_decode, json_body, string_field
 
 ENROLLMENT_LIFETIME = timedelta(seconds=300)
@@ -66,12 +67,21 @@ def begin() -> ResponseReturnValue:
 
 def _open_enrollment(body: dict[str, Any], state: str) -> Enrollment:
     enrollment_id = string_field(body, "enrollment_id", max_length=64)
-    enrollment = current_db().get(Enrollment, enrollment_id, with_for_update=True)
+    enrollment = current_db().get(Enrollment, enrollment_id)
     if enrollment is None:
         raise NotFound("unknown enrollment_id", error="invalid_request")
     if enrollment.state != state:
         raise InvalidRequest(f"this enrolment is {enrollment.state}, not {state}")
     return enrollment
+
+
+def _claim(enrollment: Enrollment, expected: str, new: str) -> None:
+    """expected → new in one compare-and-set: of concurrent requests for one enrolment step,
+    exactly one goes on; the others are refused before any side effect (a duplicated
+    activation must never reach the signature counter and flag the phone as a clone)."""
+    if not compare_and_set(current_db(), Enrollment, Enrollment.id == enrollment.id, Enrollment.state == expected,
+                           state=new):
+        raise InvalidRequest(f"this enrolment is no longer {expected}: the step was already taken")
 
 
 @bp.post("/enroll/finish")
@@ -95,6 +105,7 @@ def finish() -> ResponseReturnValue:
     except webauthn.WebAuthnError as exc:
         raise EnrollmentRefused(exc.description, error=exc.code) from None
     verified = _verify_jpki(jpki, enrollment.challenge, registered.spki_der)
+    _claim(enrollment, "begun", "finished")
     session = current_db()
     if session.scalars(select(DeviceCertificate.serial).where(
             DeviceCertificate.credential_id == registered.credential_id)).first():
@@ -104,7 +115,6 @@ def finish() -> ResponseReturnValue:
                              credential=registered, user_handle=enrollment.user_handle,
                              jpki_not_after=verified.not_after, jpki_binding_id=binding.id)
     device.model_hint = _model_hint(body.get("model_hint"))
-    enrollment.state = "finished"
     enrollment.device_serial = device.serial
     enrollment.activation_challenge = secrets.token_bytes(32)
     enrollment.activation_expires_at = utcnow() + ACTIVATION_LIFETIME
@@ -257,10 +267,15 @@ def activate() -> ResponseReturnValue:
     device = find_device(credential, failure_event="certificate.activation_failed")
     if device.serial != enrollment.device_serial:
         raise ProtocolError("only the certified key can activate its certificate", error="wrong_key")
-    verify_device_assertion(device, credential, challenge=enrollment.activation_challenge,
-                            expected_state="pending", event="certificate.activation_signed",
-                            failure_event="certificate.activation_failed")
+    _claim(enrollment, "finished", "activated")
+    current_db().refresh(device)  # read again now that this request holds the step
+    try:
+        verify_device_assertion(device, credential, challenge=enrollment.activation_challenge,
+                                expected_state="pending", event="certificate.activation_signed",
+                                failure_event="certificate.activation_failed")
+    except ProtocolError:
+        enrollment.state = "finished"  # a refused signature (its failure count is kept) may be retried
+        raise
     lifecycle.activate(current_db(), device)
-    enrollment.state = "activated"
     return jsonify({"status": "active", "serial": device.serial})
 

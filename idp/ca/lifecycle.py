@@ -21,6 +21,7 @@ from idp.ca.authority import CertificateAuthority
 from idp.ca.ocsp import UNKNOWN, CertStatus
 from idp.ca.profile import issue_device_certificate, new_serial_number
 from idp.device.webauthn import RegisteredCredential
+from idp.oidc.token_family import revoke_tokens
 from idp.settings import Settings
 from idp.storage.models import CrlState, DeviceCertificate, utcnow
 
@@ -106,6 +107,7 @@ def revoke(session: Session, device: DeviceCertificate, *, reason: str, by: str)
     device.state = "revoked"
     device.revoked_at = utcnow()
     device.revocation_reason = reason
+    revoke_tokens(session, device_serial=device.serial)
     audit.record(session, "certificate.revoked", serial=device.serial, account=device.account_id,
                  reason=reason, by=by)
     _crl_stale(session)
@@ -122,6 +124,7 @@ def suspend(session: Session, device: DeviceCertificate, *, reason: str = "certi
     device.state = SUSPENDED
     device.revoked_at = utcnow()
     device.revocation_reason = reason
+    revoke_tokens(session, device_serial=device.serial)  # lifting a hold does not bring old tokens back
     audit.record(session, event, serial=device.serial, account=device.account_id, reason=reason, by=by)
     _crl_stale(session)
     return True

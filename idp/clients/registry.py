@@ -364,28 +364,23 @@ def create_client(session: Session, meta: dict[str, Any]) -> tuple[Client, dict[
 def delete_client(session: Session, row: Client) -> None:
     """RFC 7592 §2.3: the client_id, secret and registration token stop working; its tokens
     are revoked. The row stays (marked) so the audit trail and disclosure log keep their subject."""
-    from sqlalchemy import update
-
-    from idp.storage.models import Token
+    from idp.oidc.token_family import revoke_tokens
 
     row.client_metadata = {**row.client_metadata, DELETED_MARK: int(time.time())}
     row.client_secret = None
     row.registration_access_token_hash = ""
-    session.execute(update(Token).where(Token.client_id == row.client_id).values(revoked=True))
+    revoke_tokens(session, client_id=row.client_id)
 
 
 def disable_client(session: Session, row: Client) -> int:
     """The operator ends a client (PROTOCOL §7.1): it can no longer authenticate or start a
     login, and every token it holds is revoked by one UPDATE, effective at once. Returns the
     number of tokens revoked. Unlike an RFC 7592 delete, the registration stays readable."""
-    from sqlalchemy import update
-
-    from idp.storage.models import Token, utcnow
+    from idp.oidc.token_family import revoke_tokens
+    from idp.storage.models import utcnow
 
     row.disabled_at = row.disabled_at or utcnow()
-    revoked = session.execute(update(Token).where(Token.client_id == row.client_id, Token.revoked.is_(False))
-                              .values(revoked=True).execution_options(synchronize_session=False))
-    return revoked.rowcount
+    return revoke_tokens(session, client_id=row.client_id)
 
 
 def client_status(row: Client) -> str:

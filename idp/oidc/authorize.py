@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
+from authlib.common.security import generate_token
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Request, scope_to_list
@@ -31,6 +32,8 @@ from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from flask import Response, redirect, request
 from joserfc import jwt
 from joserfc.errors import JoseError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from idp.clients.registry import RegisteredClient
 from idp.consent import consent_covers, find_consent
@@ -39,7 +42,7 @@ from idp.errors import UnsafeAuthorizationRequest
 from idp.oidc import claims as claims_mod
 from idp.oidc import request_object
 from idp.oidc.par import PUSHED_MARK, take_pushed_request
-from idp.oidc.server import AuthorizedUser, query_client
+from idp.oidc.server import AUTHORIZATION_CODE_LENGTH, AuthorizedUser, query_client, store_authorization_code
 from idp.oidc.session import current_db
 from idp.privacy import contains_individual_number
 from idp.policy import ACR_ORDER, acr_rank
@@ -60,6 +63,8 @@ AUTHORIZATION_PARAMETERS = frozenset({
     "code_challenge", "code_challenge_method", "purpose", "dpop_jkt",
 })
 MAX_STORED_PARAMETERS = 16 * 1024  # characters of all kept values together
+# The key under which a transaction's stored request keeps what validating it learned.
+CHECKED_MARK = "_checked"
 
 
 class AuthorizationError(Exception):
@@ -78,7 +83,6 @@ class Checked:
     params: dict[str, Any]
     client: RegisteredClient
     redirect_uri: str
-    grant: Any
     claims_request: dict[str, Any] | None = None
     max_age: int | None = None
     prompts: frozenset[str] = frozenset()
@@ -167,7 +171,7 @@ def validate(params: dict[str, Any], datalist: Mapping[str, list[Any]] | None, e
         raise UnsafeAuthorizationRequest("malformed authorization request") from None
     client: RegisteredClient = grant.client
     redirect_uri = grant.redirect_uri or params.get("redirect_uri") or client.get_default_redirect_uri()
-    checked = Checked(params=params, client=client, redirect_uri=redirect_uri, grant=grant, pushed=pushed)
+    checked = Checked(params=params, client=client, redirect_uri=redirect_uri, pushed=pushed)
     try:
         for check in CHECKS:
             check(checked)
@@ -396,33 +400,43 @@ def session_satisfies(c: Checked, session: browser.SessionView | None) -> bool:
     return True
 
 
-def issue_code(c: Checked, user: AuthorizedUser) -> Response:
-    """The code response (§3.1.2.5); records the client in the browser session for logout."""
+def issue_code(c: Checked, user: AuthorizedUser, session: browser.SessionView) -> Response:
+    """The code response (OIDC Core §3.1.2.5, RFC 6749 §4.1.2) with ``iss`` (RFC 9207 §2);
+    records the client in the browser session for logout.
+
+    The request was validated once, when it arrived (:func:`validate`); the code is issued
+    here directly rather than through authlib's authorization response, which would
+    validate the whole request a further time.
+    """
     essential = essential_acr_values(c.claims_request)
     if essential is not None and user.acr not in essential:
         return error_redirect(c.redirect_uri, "access_denied", "the essential acr could not be met",
                               c.params.get("state"))
-    server = services_server()
     user.nonce = c.params.get("nonce")
-    remember_session_client(c.client.client_id)
-    return server.create_authorization_response(
-        request=AuthorizationServerRequest(c.params), grant_user=user, grant=c.grant)
+    remember_session_client(session, c.client.client_id)
+    code = generate_token(AUTHORIZATION_CODE_LENGTH)
+    store_authorization_code(code, client_id=c.client.client_id, user=user, params=c.params)
+    answer = [("code", code)]
+    if c.params.get("state"):
+        answer.append(("state", c.params["state"]))
+    answer.append(("iss", services().settings.issuer))
+    return redirect(add_params_to_uri(c.redirect_uri, answer), code=302)
 
 
-def remember_session_client(client_id: str) -> None:
-    """Back-Channel Logout 1.0 §2.7: which RPs this browser session signed in to."""
-    session = browser.current_session()
-    if session is None:
-        return
+def remember_session_client(session: browser.SessionView, client_id: str) -> None:
+    """Back-Channel Logout 1.0 §2.7: which RPs this browser session signed in to (one
+    statement: an insert that leaves an existing pair alone)."""
     db = current_db()
-    if db.get(SessionClient, (session.row.id, client_id)) is None:
-        db.add(SessionClient(session_id=session.row.id, client_id=client_id))
+    dialect = db.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    db.execute(insert(SessionClient).values(session_id=session.row.id, client_id=client_id)
+               .on_conflict_do_nothing())
 
 
 def authorized_user(session: browser.SessionView, c: Checked) -> AuthorizedUser:
     return AuthorizedUser(account=session.account, auth_time=session.auth_time, acr=session.acr,
                           amr=session.amr, session_id=session.client_sid(c.client.client_id),
-                          claims_request=c.claims_request)
+                          claims_request=c.claims_request, device_serial=session.device_serial)
 
 
 def with_request_object(params: dict[str, Any]) -> dict[str, Any]:
@@ -455,7 +469,7 @@ def handle() -> Response:
     if session_satisfies(c, session):
         assert session is not None
         if "consent" not in c.prompts and consent_answers(session.account_id, c.params, c.client, c.claims_request):
-            return issue_code(c, authorized_user(session, c))
+            return issue_code(c, authorized_user(session, c), session)
         if "none" in c.prompts:
             return error_redirect(c.redirect_uri, "consent_required", "consent is needed", c.params.get("state"))
         txn = open_transaction(c, authenticated=session)
@@ -467,7 +481,10 @@ def handle() -> Response:
 
 
 def open_transaction(c: Checked, *, authenticated: browser.SessionView | None) -> AuthorizationTransaction:
-    params = {**c.params, PUSHED_MARK: c.pushed}
+    """The transaction keeps the request with what validating it learned (:data:`CHECKED_MARK`),
+    so the login and consent steps use it as it is instead of validating it again."""
+    checked = {"redirect_uri": c.redirect_uri, "claims": c.claims_request, "prompts": sorted(c.prompts)}
+    params = {**c.params, PUSHED_MARK: c.pushed, CHECKED_MARK: checked}
     txn = AuthorizationTransaction(
         id=secrets.token_urlsafe(24),
         client_id=c.client.client_id,
@@ -489,5 +506,29 @@ def open_transaction(c: Checked, *, authenticated: browser.SessionView | None) -
 
 
 def stored_claims_request(txn: AuthorizationTransaction) -> dict[str, Any] | None:
+    checked = txn.request.get(CHECKED_MARK)
+    if isinstance(checked, dict):
+        return checked.get("claims")
     raw = txn.request.get("claims")
     return claims_mod.parse_claims_parameter(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+def stored_request(txn: AuthorizationTransaction, end_user: Any) -> Checked:
+    """The request as validated when its transaction opened; raises UnsafeAuthorizationRequest
+    or RedirectableError.
+
+    Only what can have changed since is looked at again: the client must still be
+    registered and the redirect URI still one of its own (RFC 6749 §4.1.2.1). A transaction
+    opened before requests were stored validated (none lives longer than MAX_LIFETIME) is
+    validated again.
+    """
+    params = dict(txn.request)
+    pushed = bool(params.pop(PUSHED_MARK, False))
+    checked = params.pop(CHECKED_MARK, None)
+    if not isinstance(checked, dict):
+        return validate(params, None, end_user, pushed=pushed)
+    client = query_client(txn.client_id)
+    if client is None or not client.check_redirect_uri(checked["redirect_uri"]):
+        raise UnsafeAuthorizationRequest("this service or its redirect URI is no longer registered")
+    return Checked(params=params, client=client, redirect_uri=checked["redirect_uri"],
+                   claims_request=checked["claims"], prompts=frozenset(checked["prompts"]), pushed=pushed)

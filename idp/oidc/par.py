@@ -22,6 +22,7 @@ from idp.clients.registry import digest
 from idp.errors import InvalidRequest, ProtocolError, UnsafeAuthorizationRequest
 from idp.oidc.session import current_db
 from idp.storage.models import ParRequest, utcnow
+from idp.storage.single_use import compare_and_set
 
 PREFIX = "urn:ietf:params:oauth:request_uri:"
 LIFETIME_SECONDS = 60
@@ -35,11 +36,12 @@ def take_pushed_request(params: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     request_uri = params.get("request_uri")
     if not isinstance(request_uri, str) or not request_uri.startswith(PREFIX):
         return params, False
-    row = current_db().get(ParRequest, digest(request_uri), with_for_update=True)
-    if row is None or row.used or row.expires_at <= utcnow() or row.client_id != params.get("client_id"):
+    key, session = digest(request_uri), current_db()
+    if not compare_and_set(session, ParRequest, ParRequest.request_uri_hash == key, ParRequest.used.is_(False),
+                           ParRequest.expires_at > utcnow(), ParRequest.client_id == params.get("client_id"),
+                           used=True):
         raise UnsafeAuthorizationRequest("the request_uri is unknown, used or expired")
-    row.used = True
-    return dict(row.params), True
+    return dict(session.get(ParRequest, key).params), True
 
 
 def push() -> ResponseReturnValue:

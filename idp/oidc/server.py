@@ -12,7 +12,7 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -36,19 +36,25 @@ from authlib.oidc.core.util import create_half_hash
 from flask import Flask, g
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, or_, select
 
+from idp import audit
 from idp.clients.keys import ClientKeyError, client_key_resolver
 from idp.clients.registry import REQUEST_OBJECT_ALGS, RegisteredClient
 from idp.context import services
 from idp.oidc import claims as claims_mod
 from idp.oidc.session import current_db
+from idp.oidc.token_family import revoke_tokens
 from idp.ops import metrics
 from idp.storage.models import Account, AuthorizationCode, Client, Token, utcnow
+from idp.storage.single_use import compare_and_set
 
 ID_TOKEN_LIFETIME = 3600
 CODE_LIFETIME = 60
-JTI_CACHE_SECONDS = 600
+# A client assertion living longer than this is not remembered longer (a year-long
+# assertion is a client bug; keeping its jti a year serves nobody).
+MAX_JTI_MEMORY_SECONDS = 366 * 24 * 3600
+AUTHORIZATION_CODE_LENGTH = 48  # characters of [A-Za-z0-9]: about 285 bits (RFC 6749 §10.10)
 
 
 def token_hash(value: str) -> str:
@@ -66,6 +72,7 @@ class AuthorizedUser:
     session_id: str | None
     claims_request: dict[str, Any] | None
     nonce: str | None = None
+    device_serial: str | None = None  # the device certificate that logged in (its token family)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -133,17 +140,23 @@ def user_from(row: AuthorizationCode | Token) -> AuthorizedUser:
     account = current_db().get(Account, row.account_id)
     return AuthorizedUser(account=account, auth_time=row.auth_time, acr=row.acr, amr=list(row.amr),
                           session_id=row.session_id, claims_request=row.claims,
-                          nonce=getattr(row, "nonce", None))
+                          nonce=getattr(row, "nonce", None), device_serial=row.device_serial)
 
 
 def query_client(client_id: str) -> RegisteredClient | None:
     if not isinstance(client_id, str) or len(client_id) > 64:
         return None
-    row = current_db().get(Client, client_id)
-    if row is None:
-        return None
-    client = RegisteredClient(row)
-    return client if client.active else None
+    memo: dict[str, RegisteredClient | None] = g.setdefault("registered_clients", {})
+    if client_id not in memo:
+        row = current_db().connection().execute(_CLIENT_BY_ID, {"client_id": client_id}).first()
+        memo[client_id] = RegisteredClient(row) if row is not None else None  # type: ignore[arg-type]
+    client = memo[client_id]
+    return client if client is not None and client.active else None
+
+
+# A client is read fresh on every request (an operator's `idp clients disable` in another process
+# takes effect at once), but as a plain row: a fifth of the ORM's cost, and once per request.
+_CLIENT_BY_ID = select(Client.__table__).where(Client.__table__.c.client_id == bindparam("client_id"))
 
 
 def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
@@ -160,6 +173,7 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         claims=user.claims_request,
         code_hash=code.row.code_hash if code else None,
         session_id=user.session_id,
+        device_serial=user.device_serial,
         auth_time=user.auth_time,
         acr=user.acr,
         amr=user.amr,
@@ -168,51 +182,57 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         refresh_expires_at=int(time.time()) + rules.refresh_token_lifetime if token.get("refresh_token") else None,
     )
     old: StoredToken | None = getattr(request, "refresh_token", None)
-    if old is not None:  # a rotated refresh token keeps the original family's origin
+    if old is not None:  # a rotated refresh token stays in its family
         row.code_hash = old.row.code_hash
+        row.device_serial = old.row.device_serial
     current_db().add(row)
     metrics.token_issued(client.category)
+
+
+def store_authorization_code(code: str, *, client_id: str, user: AuthorizedUser, params: dict[str, Any]) -> None:
+    """Keep a code's digest with what the token request must match (RFC 6749 §4.1.3: the
+    redirect_uri as sent, RFC 7636 §4.6: the PKCE challenge) and what the ID token says."""
+    current_db().add(AuthorizationCode(
+        code_hash=token_hash(code),
+        client_id=client_id,
+        account_id=user.account.id,
+        redirect_uri=params.get("redirect_uri") or "",
+        scope=params.get("scope") or "",
+        nonce=params.get("nonce"),
+        code_challenge=params.get("code_challenge"),
+        code_challenge_method=params.get("code_challenge_method"),
+        claims=user.claims_request,
+        session_id=user.session_id,
+        device_serial=user.device_serial,
+        auth_time=user.auth_time,
+        acr=user.acr,
+        amr=user.amr,
+        expires_at=utcnow() + timedelta(seconds=CODE_LIFETIME),
+    ))
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
-    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
-        user: AuthorizedUser = request.user
-        data = request.payload.data
-        current_db().add(AuthorizationCode(
-            code_hash=token_hash(code),
-            client_id=request.client.client_id,
-            account_id=user.account.id,
-            redirect_uri=data.get("redirect_uri") or "",
-            scope=request.scope or "",
-            nonce=data.get("nonce"),
-            code_challenge=data.get("code_challenge"),
-            code_challenge_method=data.get("code_challenge_method"),
-            claims=user.claims_request,
-            session_id=user.session_id,
-            auth_time=user.auth_time,
-            acr=user.acr,
-            amr=user.amr,
-            expires_at=utcnow() + timedelta(seconds=CODE_LIFETIME),
-        ))
-
     def query_authorization_code(self, code: str, client: RegisteredClient) -> StoredCode | None:
-        """A reused code is refused and every token issued from it revoked (RFC 6749 §4.1.2)."""
+        """The code is spent here, in one compare-and-set, so exactly one of any number of
+        concurrent exchanges gets it; a reused code is refused and every token issued from
+        it revoked (RFC 6749 §4.1.2). A later failure of this request rolls the spending back."""
         session = current_db()
-        row = session.get(AuthorizationCode, token_hash(code), with_for_update=True)
-        if row is None or row.client_id != client.client_id:
-            return None
-        if row.used_at is not None:
-            session.execute(update(Token).where(Token.code_hash == row.code_hash).values(revoked=True))
+        digest = token_hash(code)
+        now = utcnow()
+        if compare_and_set(session, AuthorizationCode, AuthorizationCode.code_hash == digest,
+                           AuthorizationCode.client_id == client.client_id, AuthorizationCode.used_at.is_(None),
+                           AuthorizationCode.expires_at > now, used_at=now):
+            return StoredCode(session.get(AuthorizationCode, digest))
+        row = session.get(AuthorizationCode, digest, populate_existing=True)
+        if row is not None and row.client_id == client.client_id and row.used_at is not None:
+            revoke_tokens(session, family=row.code_hash)
             g.commit_despite_error = True
-            return None
-        if row.expires_at <= utcnow():
-            return None
-        return StoredCode(row)
+        return None
 
     def delete_authorization_code(self, authorization_code: StoredCode) -> None:
-        authorization_code.row.used_at = utcnow()
+        """Nothing left to do: :meth:`query_authorization_code` spent the code."""
 
     def authenticate_user(self, authorization_code: StoredCode) -> AuthorizedUser:
         return user_from(authorization_code.row)
@@ -232,15 +252,24 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> StoredToken | None:
-        row = current_db().scalars(
-            select(Token).where(Token.refresh_token_hash == token_hash(refresh_token)).with_for_update()
-        ).first()
-        if row is None:
-            return None
-        token = StoredToken(row)
-        if token.is_revoked() or token.is_refresh_expired():
-            return None
-        return token
+        """Rotation in one compare-and-set: exactly one concurrent use gets the token. A
+        refresh token presented again after rotation (or after revocation) revokes its whole
+        family, since the server cannot tell the legitimate client from a thief (RFC 9700
+        §4.14.2)."""
+        session = current_db()
+        digest = token_hash(refresh_token)
+        live = or_(Token.refresh_expires_at.is_(None), Token.refresh_expires_at > int(time.time()))
+        if compare_and_set(session, Token, Token.refresh_token_hash == digest, Token.revoked.is_(False), live,
+                           revoked=True):
+            return StoredToken(session.scalars(select(Token).where(Token.refresh_token_hash == digest)).one())
+        row = session.scalars(select(Token).where(Token.refresh_token_hash == digest)
+                              .execution_options(populate_existing=True)).first()
+        if row is not None and row.revoked:
+            if row.code_hash is not None:
+                revoke_tokens(session, family=row.code_hash)
+            audit.record(session, "token.refresh_reused", client=row.client_id, account=row.account_id)
+            g.commit_despite_error = True
+        return None
 
     def authenticate_user(self, refresh_token: StoredToken) -> AuthorizedUser | None:
         from idp.consent import consent_active
@@ -251,7 +280,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return user
 
     def revoke_old_credential(self, refresh_token: StoredToken) -> None:
-        refresh_token.row.revoked = True
+        """Nothing left to do: :meth:`authenticate_refresh_token` revoked the old token."""
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
@@ -274,9 +303,16 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return token.claims
 
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
-        from idp.oidc.replay import remember_once
+        """RFC 7523 §3 item 7: a ``jti`` is used once; it is remembered until the assertion's
+        own ``exp`` (plus the clock leeway it is accepted with), however long that is."""
+        from idp.oidc.replay import remember_until
 
-        return remember_once(f"jti:{claims['sub']}:{jti}", JTI_CACHE_SECONDS)
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            return False
+        until = min(float(exp) + self.leeway, time.time() + MAX_JTI_MEMORY_SECONDS)
+        return remember_until("jti", str(claims["sub"]), str(jti),
+                              expires_at=datetime.fromtimestamp(until, timezone.utc))
 
     def resolve_client_public_key(self, client: RegisteredClient):  # type: ignore[no-untyped-def]
         resolve = client_key_resolver(client)

@@ -238,6 +238,7 @@ class AuthorizationCode(Base):
     code_challenge_method: Mapped[str | None] = mapped_column(String(8), default=None)
     claims: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     session_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    device_serial: Mapped[str | None] = mapped_column(String(42), default=None)
     auth_time: Mapped[int] = mapped_column(BigInteger)
     acr: Mapped[str] = mapped_column(String(64))
     amr: Mapped[list[str]] = mapped_column(JSON)
@@ -247,7 +248,12 @@ class AuthorizationCode(Base):
 
 
 class Token(Base):
-    """Access and refresh tokens, stored as digests only (a database leak yields no bearer token)."""
+    """Access and refresh tokens, stored as digests only (a database leak yields no bearer token).
+
+    A token family is every token descending from one authorization code (``code_hash``,
+    kept through refresh rotation); ``device_serial`` names the device certificate whose
+    login the family came from, so revoking the certificate ends the family.
+    """
 
     __tablename__ = "tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -259,6 +265,7 @@ class Token(Base):
     claims: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     code_hash: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     session_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    device_serial: Mapped[str | None] = mapped_column(String(42), index=True, default=None)
     auth_time: Mapped[int] = mapped_column(BigInteger)
     acr: Mapped[str] = mapped_column(String(64))
     amr: Mapped[list[str]] = mapped_column(JSON)
@@ -338,6 +345,22 @@ class SeenOnce(Base):
     __tablename__ = "seen_once"
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class CredentialLockout(Base):
+    """Failed assertions of one credential from one client address (PROTOCOL §6, §7.6).
+
+    Counting per credential *and* address keeps the lock where the guessing happens:
+    whoever merely knows a credential ID cannot lock its owner out from elsewhere.
+    """
+
+    __tablename__ = "credential_lockouts"
+    device_serial: Mapped[str] = mapped_column(ForeignKey("device_certificates.serial"), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)  # digest of the client address
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lock_count: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class SessionClient(Base):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import Flask, Response, g, request
+from sqlalchemy import select
 
 from idp.context import services
 from idp.oidc.session import current_db
@@ -99,28 +100,33 @@ def client_sid(sid: str, client_id: str) -> str:
 
 
 def current_session(*, for_transaction: str | None = None, scoped: bool = False) -> SessionView | None:
-    """This browser's live session. A session scoped to one transaction (approved on another
-    device) counts only for ``for_transaction`` naming that transaction, or with ``scoped``
-    (logout ends it like any other); never for single sign-on or the account pages."""
+    """The valid session of this browser: one statement joins the session, its account and
+    the state of the device certificate that opened it. A session scoped to one transaction
+    (approved on another device) counts only for ``for_transaction`` naming that
+    transaction, or with ``scoped`` (logout ends it like any other); never for single
+    sign-on or the account pages."""
     value = request.cookies.get(cookie_name(SESSION_COOKIE))
     if not value or len(value) > 128:
         return None
-    session = current_db()
-    row = session.get(BrowserSession, _digest(value))
+    found = current_db().execute(
+        select(BrowserSession, Account, DeviceCertificate.state, DeviceCertificate.not_after)
+        .join(Account, Account.id == BrowserSession.account_id)
+        .join(DeviceCertificate, DeviceCertificate.serial == BrowserSession.device_serial)
+        .where(BrowserSession.id == _digest(value))
+    ).first()
+    if found is None:
+        return None
+    row, account, device_state, device_not_after = found
     now = utcnow()
-    if row is None or row.ended_at is not None or row.expires_at <= now:
+    if row.ended_at is not None or row.expires_at <= now or device_state != "active" or device_not_after <= now:
         return None
     if row.scope_txn is not None and not scoped and row.scope_txn != for_transaction:
         return None
-    device = session.get(DeviceCertificate, row.device_serial)
-    if device is None or device.state != "active" or device.not_after <= now:
-        return None
-    account = session.get(Account, row.account_id)
-    return SessionView(row, account) if account else None
+    return SessionView(row, account)
 
 
 def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: list[str], acr: str,
-                  scope_txn: str | None = None) -> SessionView:
+                  scope_txn: str | None = None) -> None:
     """A new session; ``scope_txn``: approved on another device, good for that transaction only."""
     value = secrets.token_urlsafe(32)
     row = BrowserSession(id=_digest(value), sid=secrets.token_urlsafe(24), account_id=account_id,
@@ -128,7 +134,6 @@ def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: l
                          expires_at=utcnow() + SESSION_LIFETIME, scope_txn=scope_txn)
     current_db().add(row)
     g.new_session = value
-    return SessionView(row, current_db().get(Account, account_id))
 
 
 def end_session() -> BrowserSession | None:

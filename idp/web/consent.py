@@ -23,6 +23,7 @@ from idp.context import services
 from idp.errors import AccessDenied, ProtocolError
 from idp.oidc import claims as claims_mod
 from idp.oidc.authorize import (
+    Checked,
     RedirectableError,
     consent_answers,
     consented_scopes,
@@ -30,12 +31,12 @@ from idp.oidc.authorize import (
     issue_code,
     purpose_for,
     release_for,
-    validate,
+    stored_request,
 )
-from idp.oidc.par import PUSHED_MARK
 from idp.oidc.server import AuthorizedUser
 from idp.oidc.session import current_db
 from idp.storage.models import Account, AuthorizationTransaction
+from idp.storage.single_use import compare_and_set
 from idp.web import assurance, browser, i18n
 from idp.web.login import load_transaction
 
@@ -69,8 +70,9 @@ def csrf_token(txn: AuthorizationTransaction) -> str:
     return hmac.new(key, f"consent:{txn.id}:{txn.browser_binding}".encode(), hashlib.sha256).hexdigest()
 
 
-def _authenticated_transaction(txn_id: Any) -> tuple[AuthorizationTransaction, browser.SessionView]:
-    txn = load_transaction(txn_id, lock=True)
+def _authenticated_transaction(txn_id: Any, txn: AuthorizationTransaction | None = None,
+                               ) -> tuple[AuthorizationTransaction, browser.SessionView]:
+    txn = txn or load_transaction(txn_id)
     if not browser.same_browser(txn.browser_binding):
         raise AccessDenied("this sign-in was started in another browser", error="other_browser")
     if txn.state in ("completed", "denied"):
@@ -83,22 +85,28 @@ def _authenticated_transaction(txn_id: Any) -> tuple[AuthorizationTransaction, b
     return txn, session
 
 
-def _resume(txn: AuthorizationTransaction, session: browser.SessionView):  # type: ignore[no-untyped-def]
-    params = dict(txn.request)
-    pushed = bool(params.pop(PUSHED_MARK, False))
-    return validate(params, None, session.account, pushed=pushed)
+def _resume(txn: AuthorizationTransaction, session: browser.SessionView) -> Checked:
+    """The request as validated at /authorize (stored with the transaction)."""
+    return stored_request(txn, session.account)
 
 
-def _finish(txn: AuthorizationTransaction, session: browser.SessionView) -> Response:
-    try:
-        checked = _resume(txn, session)
-    except RedirectableError as exc:
-        txn.state = "denied"
-        return exc.response()
-    txn.state = "completed"
+def answer(txn: AuthorizationTransaction, state: str) -> None:
+    """authenticated → ``state`` (completed or denied) in one compare-and-set: of any number
+    of concurrent submissions (or page loads answered by a remembered consent) exactly one
+    answers the transaction; the others are told it was already answered."""
+    if not compare_and_set(current_db(), AuthorizationTransaction, AuthorizationTransaction.id == txn.id,
+                           AuthorizationTransaction.state == "authenticated", state=state):
+        raise AccessDenied("this sign-in has already been answered", error="already_answered")
+
+
+def _finish(txn: AuthorizationTransaction, session: browser.SessionView, checked: Checked, *,
+            answered: bool = False) -> Response:
+    if not answered:
+        answer(txn, "completed")
     user = AuthorizedUser(account=session.account, auth_time=txn.auth_time, acr=txn.acr, amr=list(txn.amr or []),
-                          session_id=session.client_sid(txn.client_id), claims_request=checked.claims_request)
-    return issue_code(checked, user)
+                          session_id=session.client_sid(txn.client_id), claims_request=checked.claims_request,
+                          device_serial=txn.device_serial)
+    return issue_code(checked, user, session)
 
 
 @bp.get("/consent")
@@ -106,15 +114,19 @@ def consent_page() -> ResponseReturnValue:
     pending = load_transaction(request.args.get("txn"))
     if pending.state == "pending" and browser.same_browser(pending.browser_binding):
         return redirect(url_for("login.login_page", txn=pending.id))  # not signed yet: back to sign-in
-    txn, session = _authenticated_transaction(request.args.get("txn"))
-    checked = _resume(txn, session)
+    txn, session = _authenticated_transaction(pending.id, pending)
+    try:
+        checked = _resume(txn, session)
+    except RedirectableError as exc:
+        answer(txn, "denied")
+        return exc.response()
     client = checked.client
     refused = assurance.refusal(txn, client, checked.redirect_uri, checked.params.get("state"))
     if refused is not None:
         return refused
     if "consent" not in checked.prompts and consent_answers(txn.account_id, checked.params, client,
                                                             checked.claims_request):
-        return _finish(txn, session)
+        return _finish(txn, session, checked)
     release = release_for(checked.params, client, checked.claims_request)
     account = current_db().get(Account, txn.account_id)
     values = claims_mod.claim_values(account, release.all)
@@ -133,17 +145,22 @@ def consent_decision() -> ResponseReturnValue:
     decision = request.form.get("decision")
     if decision not in ("allow", "deny"):
         raise AccessDenied("choose allow or deny", error="invalid_request")
-    checked = _resume(txn, session)
+    try:
+        checked = _resume(txn, session)
+    except RedirectableError as exc:
+        answer(txn, "denied")
+        return exc.response()
     refused = assurance.refusal(txn, checked.client, checked.redirect_uri, checked.params.get("state"))
     if refused is not None:
         return refused
     if decision == "deny":
-        txn.state = "denied"
+        answer(txn, "denied")
         audit.record(current_db(), "consent.denied", account=txn.account_id, client=txn.client_id)
         return error_redirect(checked.redirect_uri, "access_denied", "the person declined",
                               checked.params.get("state"))
+    answer(txn, "completed")  # before anything is recorded: a duplicate submission records nothing
     release = release_for(checked.params, checked.client, checked.claims_request)
     grant_consent(current_db(), account_id=txn.account_id, client_id=txn.client_id, claims=release.all,
                   scopes=consented_scopes(checked.params), purpose=purpose_for(checked.params, checked.client),
                   policy_version=services().policy.version, remember=request.form.get("remember") == "1")
-    return _finish(txn, session)
+    return _finish(txn, session, checked, answered=True)

@@ -1,7 +1,8 @@
 """Login at an RP by device signature (PROTOCOL §4 steps 2–5).
 
 The transaction's challenge is single use: the first assertion for it, good or bad,
-ends the pending state (a bad one marks it ``failed``; the page says why and offers a
+takes the pending state in one compare-and-set (so of concurrent copies exactly one is
+even checked) and ends it (a bad one marks it ``failed``; the page says why and offers a
 retry, which opens a fresh transaction for the same request). A pending sign-in can be
 given more time (no time limit that cannot be extended). The session goes only to the browser holding the transaction's binding
 cookie, whether the phone signed on this device or across devices.
@@ -10,6 +11,7 @@ cookie, whether the phone signed on this device or across devices.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import io
@@ -18,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 import segno
-from flask import Blueprint, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from idp.context import services
@@ -30,6 +32,7 @@ from idp.oidc.server import query_client
 from idp.oidc.session import current_db
 from idp.policy import reached_acr
 from idp.storage.models import AuthorizationTransaction, utcnow
+from idp.storage.single_use import compare_and_set
 from idp.web import browser, i18n
 from idp.web.base64 import json_body, string_field
 
@@ -58,12 +61,15 @@ def load_transaction(txn_id: Any, *, lock: bool = False) -> AuthorizationTransac
     return txn
 
 
-def qr_data_uri(text: str) -> str:
+@functools.lru_cache(maxsize=256)
+def qr_svg(text: str) -> bytes:
+    """The QR code of ``text`` as SVG, drawn once per process (a transaction's wallet URL
+    never changes, and a page reload or a second image request costs nothing)."""
     buffer = io.BytesIO()
-    # A fixed mask skips segno's trial of all eight (a fifth of a login's CPU, bench/README.md);
-    # any mask gives a valid, scannable symbol (ISO/IEC 18004 §7.8).
+    # A fixed mask skips segno's trial of all eight (bench/README.md); any mask gives a valid,
+    # scannable symbol (ISO/IEC 18004 §7.8).
     segno.make(text, error="m", mask=0, micro=False).save(buffer, kind="svg", scale=6, border=2, dark="#000", light="#fff")
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
 
 
 @bp.errorhandler(ProtocolError)
@@ -108,9 +114,21 @@ def login_page() -> ResponseReturnValue:
         return i18n.error_page("already_answered", 409)
     wallet_url = services().settings.url(url_for("login.wallet_entry", txn=txn.id))
     remaining = max(0, int((txn.expires_at - utcnow()).total_seconds()))
-    return render_template("login.html", txn=txn, qr=qr_data_uri(wallet_url), wallet_url=wallet_url,
+    return render_template("login.html", txn=txn, qr=url_for("login.qr_image", txn=txn.id), wallet_url=wallet_url,
                            expires_in=remaining, retry_token=page_token(txn, "retry"),
                            failure_message=_failure_message(txn), **_who_asks(txn))
+
+
+@bp.get("/login/qr")
+def qr_image() -> ResponseReturnValue:
+    """The login page's QR code as its own image: only a browser that shows it fetches it
+    (never a phone's passkey sign-in or a script), and it is drawn without the page."""
+    txn = _own_transaction(request.args.get("txn"))
+    wallet_url = services().settings.url(url_for("login.wallet_entry", txn=txn.id))
+    response = Response(qr_svg(wallet_url), mimetype="image/svg+xml")
+    # private: the image names a transaction of this browser; it lives no longer than one
+    response.headers["Cache-Control"] = f"private, max-age={int(MAX_LIFETIME.total_seconds())}"
+    return response
 
 
 def _failure_message(txn: AuthorizationTransaction) -> str | None:
@@ -193,8 +211,12 @@ def options() -> ResponseReturnValue:
 @bp.post("/login/assertion")
 def assertion() -> ResponseReturnValue:
     body = json_body()
-    txn = load_transaction(string_field(body, "txn", max_length=64), lock=True)
-    if txn.state != "pending":
+    txn = load_transaction(string_field(body, "txn", max_length=64))
+    if txn.state != "pending" or not compare_and_set(
+            current_db(), AuthorizationTransaction, AuthorizationTransaction.id == txn.id,
+            AuthorizationTransaction.state == "pending", AuthorizationTransaction.expires_at > utcnow(),
+            state="answering"):
+        current_db().refresh(txn)
         raise TransactionError(f"this transaction is {txn.state}; its challenge cannot be used again")
     credential = body.get("credential")
     try:
@@ -239,8 +261,8 @@ def _next_for(txn: AuthorizationTransaction, *, cross_device: bool = True) -> st
     neither single sign-on to other RPs nor the account pages.
     """
     if not txn.session_started and browser.same_browser(txn.browser_binding):
+        txn.session_started = True
         browser.start_session(account_id=txn.account_id, device_serial=txn.device_serial,
                               auth_time=txn.auth_time, amr=list(txn.amr or []), acr=txn.acr,
                               scope_txn=txn.id if cross_device else None)
-        txn.session_started = True
     return services().settings.url(url_for("consent.consent_page", txn=txn.id))

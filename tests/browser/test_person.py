@@ -58,7 +58,7 @@ def sign_in_at_rp(person: Person, idp: RunningIdP, axe: Axe, category: str, *, c
     if "/login?" in page.url:
         code = page.text_content('[data-role="confirmation-code"]') or ""
         assert re.fullmatch(r"\d{4}", code.strip())
-        assert page.locator('img[data-action="qr"]').get_attribute("src").startswith("data:image/svg+xml")
+        assert page.locator('img[data-action="qr"]').get_attribute("src").startswith("/login/qr?txn=")
         if screenshots:
             axe.check(page, "login")
             shot(page, "login")

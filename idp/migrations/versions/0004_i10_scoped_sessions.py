@@ -1,14 +1,14 @@
 """cross-device sessions scoped to the one authorization they were approved for
 
-Revision ID: 0003_i10_scoped_sessions
-Revises: 0002_i12_registration_authority
+Revision ID: 0004_i10_scoped_sessions
+Revises: 0003_i9_token_families_lockout
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0003_i10_scoped_sessions"
-down_revision = "0002_i12_registration_authority"
+revision = "0004_i10_scoped_sessions"
+down_revision = "0003_i9_token_families_lockout"
 branch_labels = None
 depends_on = None
 
