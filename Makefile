@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run test test-sqlite test-postgres conformance bench install translations messages browser-deps clean
+.PHONY: run test test-sqlite test-postgres conformance bench fuzz install translations messages browser-deps clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,14 @@ test-postgres: install
 
 conformance: install
 	$(BIN)/python -m conformance.run
+
+# Schemathesis over /openapi.json against a real `idp serve`: >= 10,000 generated requests per
+# database, 0 answers >= 500, no traceback in the server log (tests/fuzz/run.py).
+fuzz: install
+	$(BIN)/python -m tests.fuzz.run
+	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('host=127.0.0.1 port=5432 user=postgres dbname=test', connect_timeout=3).close()" 2>/dev/null; then \
+		IDP_TEST_DATABASE_URL=$(PG_URL) $(BIN)/python -m tests.fuzz.run; \
+	else echo "PostgreSQL not reachable at 127.0.0.1:5432: PostgreSQL fuzz skipped"; fi
 
 bench: install
 	$(BIN)/python bench/login_flow.py

@@ -70,6 +70,11 @@ def rate_limited(group: str) -> None:
     RATE_LIMITED.labels(group).inc()
 
 
+def fetch_failed(reason: str) -> None:
+    """An outbound fetch of an RP document failed (idp.clients.fetch); ``reason`` is a bounded label."""
+    FETCH_FAILURES.labels(reason).inc()
+
+
 def _error_code(response: Response) -> str:
     body: Any = response.get_json(silent=True) if response.is_json else None
     code = body.get("error") if isinstance(body, dict) else None
