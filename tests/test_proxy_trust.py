@@ -86,3 +86,15 @@ def test_pages_carry_the_security_headers_and_https_cookies_are_host_prefixed(pr
     lang = requests.get(proxied.base_url + "/?lang=en", headers=PROXIED, timeout=10, allow_redirects=False)
     for cookie in lang.raw.headers.getlist("Set-Cookie"):
         assert "Secure" in cookie, cookie
+
+
+def test_with_an_https_issuer_the_browser_cookie_is_host_prefixed(proxied: RunningIdP) -> None:
+    client = _client(proxied, PROXIED)
+    response = requests.get(proxied.base_url + "/authorize", headers=PROXIED, timeout=10, allow_redirects=False,
+                            params={"client_id": client["client_id"], "response_type": "code", "scope": "openid",
+                                    "redirect_uri": "https://rp.example/cb", "code_challenge": "c" * 43,
+                                    "code_challenge_method": "S256", "nonce": "n", "state": "s"})
+    assert response.status_code == 302, response.text
+    cookies = response.raw.headers.getlist("Set-Cookie")
+    binding = [c for c in cookies if c.startswith("__Host-idp_browser=")]
+    assert binding and "Secure" in binding[0] and "Path=/" in binding[0] and "Domain" not in binding[0], cookies
