@@ -27,5 +27,5 @@ def test_fuzz_smoke(tmp_path: Path) -> None:
     pytest.importorskip("schemathesis")
     result = fuzz(tmp_path, examples=8, max_time=12)
     print(result.line())
-    assert result.requests >= 200, result.line()
+    assert result.requests >= 50, result.line()
     assert result.passed, result.line()
