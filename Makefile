@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run test test-sqlite test-postgres conformance bench fuzz install translations messages browser-deps clean
+.PHONY: run test test-sqlite test-postgres conformance bench fuzz install translations messages browser-deps interop-deps clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -29,21 +29,27 @@ browser-deps:
 	elif command -v npm >/dev/null 2>&1; then npm --prefix tests/browser ci --no-audit --no-fund --loglevel=error || echo "axe-core not installed: accessibility checks will be skipped"; \
 	else echo "npm not found: accessibility checks will be skipped"; fi
 
+# panva/openid-client for the FAPI 2.0 interop test (tests/interop/node_modules, git-ignored).
+interop-deps:
+	@if [ -f tests/interop/node_modules/openid-client/package.json ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then npm --prefix tests/interop ci --no-audit --no-fund --loglevel=error || echo "openid-client not installed: the interop test will be skipped"; \
+	else echo "npm not found: the openid-client interop test will be skipped"; fi
+
 run: install
 	$(BIN)/idp init
 	$(BIN)/idp serve --host 127.0.0.1 --port 8000
 
-test: install browser-deps
+test: install browser-deps interop-deps
 	$(MAKE) test-sqlite
 	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('host=127.0.0.1 port=5432 user=postgres dbname=test', connect_timeout=3).close()" 2>/dev/null; then \
 		$(MAKE) test-postgres; \
 	else echo "PostgreSQL not reachable at 127.0.0.1:5432: PostgreSQL run skipped"; fi
 
 test-sqlite: install
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 tests examples
 
 test-postgres: install
-	IDP_TEST_DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest -q -n 2 tests -m "not sqlite_only"
+	IDP_TEST_DATABASE_URL=$(PG_URL) $(BIN)/python -m pytest -q -n 2 tests examples -m "not sqlite_only"
 
 conformance: install
 	$(BIN)/python -m conformance.run

@@ -36,6 +36,7 @@ class Environment:
     rp_host: RpHost
     options: Options = field(default_factory=Options)
     rotate_keys: Callable[[int], None] | None = None  # runs `idp keys rotate --grace N`
+    age_codes: Callable[[int], None] | None = None  # makes every authorization code N seconds older
     registration_token: str | None = None
 
     def callback_url(self, module: str) -> str:

@@ -41,6 +41,25 @@ class Deployment:
             raise RuntimeError(f"idp keys rotate failed: {result.stderr.strip()}")
 
 
+    def age_codes(self, seconds: int) -> None:
+        """The clock moving on for codes: every authorization code expires ``seconds`` earlier
+        (the expired-code module need not sleep through a code's lifetime)."""
+        from datetime import timedelta
+
+        from sqlalchemy import create_engine, select
+        from sqlalchemy.orm import Session
+
+        from idp.storage.models import AuthorizationCode
+
+        engine = create_engine(self.env["IDP_DATABASE_URL"])
+        try:
+            with Session(engine) as session, session.begin():
+                for code in session.scalars(select(AuthorizationCode)):
+                    code.expires_at = code.expires_at - timedelta(seconds=seconds)
+        finally:
+            engine.dispose()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

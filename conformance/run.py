@@ -19,10 +19,11 @@ from conformance.client import Person
 from conformance.environment import Environment, Options
 from conformance.framework import REGISTRY, ModuleSpec, Outcome, Status, execute
 from conformance.modules.common import BACKCHANNEL, BASIC, CONFIG, DYNAMIC, EXTRA, LOGOUT
+from conformance.modules.fapi2 import FAPI2, FAPI2_MS
 from tests.support.rp import discover
 from tests.support.rp_host import RpHost
 
-PLAN_ORDER = (BASIC, CONFIG, DYNAMIC, LOGOUT, BACKCHANNEL, EXTRA)
+PLAN_ORDER = (BASIC, CONFIG, DYNAMIC, LOGOUT, BACKCHANNEL, FAPI2, FAPI2_MS, EXTRA)
 # Started first so their waits overlap the rest.
 SLOW_FIRST = ("oidcc-codereuse-30seconds", "oidcc-refresh-token-rp-key-rotation", "oidcc-server-rotate-keys")
 
@@ -92,15 +93,17 @@ def run(argv: Sequence[str] | None = None) -> tuple[list[Outcome], str]:
     if args.issuer:
         if not args.jpki_ca:
             raise SystemExit("--issuer needs --jpki-ca: the person proves who they are with a TEST JPKI card")
-        issuer, jpki_ca, rotate = args.issuer.rstrip("/"), TestJpkiCA.load(args.jpki_ca), None
+        issuer, jpki_ca, rotate, age_codes = args.issuer.rstrip("/"), TestJpkiCA.load(args.jpki_ca), None, None
     else:
         deployment = harness.start(args.server)
         issuer, jpki_ca, rotate = deployment.issuer, deployment.jpki_ca, deployment.rotate_keys
+        age_codes = deployment.age_codes
     rp_host = RpHost().start()
     try:
         provider = discover(issuer, requests.Session())
         env = Environment(issuer=issuer, provider=provider, person=Person(issuer, jpki_ca.issue_card()),
-                          rp_host=rp_host, rotate_keys=rotate, registration_token=args.registration_token,
+                          rp_host=rp_host, rotate_keys=rotate, age_codes=age_codes,
+                          registration_token=args.registration_token,
                           options=Options(code_reuse_wait=args.code_reuse_wait,
                                           jwks_refresh_wait=args.jwks_refresh_wait, category=args.category))
         started = time.monotonic()

@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp.oidc import views as oidc_views
     from idp.oidc.server import create_server
     from idp.ops import health, metrics, outage
+    from idp.signing import web as signing_web
     from idp.web import account, browser, consent, headers, i18n, input_guard, login, ratelimit
 
     settings = settings or Settings.from_env()
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     headers.init_app(app)
     outage.init_app(app)
+    signing_web.init_app(app)
     metrics.init_app(app, settings.metrics_token)
     metrics.instrument_pool(services.db.engine)
     input_guard.init_app(app)

@@ -197,9 +197,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
     from idp import audit
     from idp.keystore import KeyStore
+    from idp.signing import key_backend
 
     settings = _settings()
-    kids = KeyStore(settings.keys_dir).rotate(grace=args.grace)
+    kids = KeyStore(settings.keys_dir, key_backend(settings)).rotate(grace=args.grace)
 
     def work(session, services):  # type: ignore[no-untyped-def]
         audit.record(session, "keys.rotated", kids=kids)

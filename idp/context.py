@@ -19,6 +19,7 @@ from idp.clients.software_statement import load_authority_keys
 from idp.files import write_atomically
 from idp.keystore import KeyStore
 from idp.policy import Policy, load_policy
+from idp.signing import key_backend
 from idp.proofing.jpki import JpkiTrustStore
 from idp.settings import Settings
 from idp.storage.db import Database
@@ -39,7 +40,7 @@ class Services:
     jpki_link_key: bytes
     secret_key: str
     attestation: AttestationTrust
-    authority_keys: KeySet | None = None  # the software-statement authority (PROTOCOL §7.1)
+    authority_keys: KeySet | None = None  # the software-statement authority (RFC 7591 §2.3)
 
 
 def services() -> Services:
@@ -62,14 +63,15 @@ def initialise(settings: Settings) -> list[str]:
     created: list[str] = []
     keys = settings.keys_dir
     keys.mkdir(parents=True, exist_ok=True)
-    if KeyStore(keys).initialise():
+    backend = key_backend(settings)
+    if KeyStore(keys, backend).initialise():
         created.append("ID token signing keys (ES256, RS256)")
     for name in ("pairwise.salt", "jpki-link.key", "session.secret"):
         if not (keys / name).exists():
             _secret_file(keys / name, create=True)
             created.append(name)
     if not (keys / "ca" / "ca.cert.pem").exists():
-        CertificateAuthority.create(CA_NAME, CA_ORGANIZATION).save(keys / "ca")
+        CertificateAuthority.create(CA_NAME, CA_ORGANIZATION, key=backend.generate_ca_key()).save(keys / "ca")
         created.append("trust-service CA key and certificate")
     if settings.development:
         created.extend(_development_jpki(settings))
@@ -105,14 +107,15 @@ def load_services(settings: Settings) -> Services:
     secret = settings.secret_key or _secret_file(keys / "session.secret", create=False).hex()
     if not settings.development and len(secret) < 32:
         raise ValueError("IDP_SECRET_KEY must be at least 32 characters")
-    keystore = KeyStore(keys)
+    backend = key_backend(settings)
+    keystore = KeyStore(keys, backend)
     keystore.public_jwks()  # validates the key material once, at start
     return Services(
         settings=settings,
         db=Database(settings.database_url),
         keystore=keystore,
         policy=load_policy(settings.policy_file, development=settings.development),
-        ca=CertificateAuthority.load(keys / "ca"),
+        ca=CertificateAuthority.load(keys / "ca", backend.ca_key()),
         jpki=JpkiTrustStore.from_paths(
             settings.jpki_trust_anchors if settings.jpki_trust_anchors.exists() else None,
             settings.jpki_crls,

@@ -19,17 +19,12 @@ from typing import Any
 from joserfc import jwk
 
 from idp.files import write_atomically
+from idp.signing import SIGNING_ALGS, KeyBackend, KeyBackendError
+from idp.signing.files import FileKeyBackend
 
-SIGNING_ALGS = ("ES256", "RS256")
 DEFAULT_ALG = "ES256"
 ROTATION_GRACE_SECONDS = 24 * 3600
 MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
-
-
-def _generate(alg: str) -> jwk.Key:
-    if alg == "ES256":
-        return jwk.ECKey.generate_key("P-256", auto_kid=True)
-    return jwk.RSAKey.generate_key(2048, auto_kid=True)
 
 
 @dataclass(frozen=True)
@@ -49,7 +44,11 @@ class KeyEntry:
 
 
 class KeyStore:
-    def __init__(self, folder: Path) -> None:
+    """The signing keys' schedule (``index.json``) over a :class:`~idp.signing.KeyBackend`
+    that holds the private halves (files, or a PKCS#11 token)."""
+
+    def __init__(self, folder: Path, backend: KeyBackend | None = None) -> None:
+        self.backend = backend or FileKeyBackend(folder)
         self.folder = folder / "signing"
         self.index_path = self.folder / "index.json"
         self._lock = threading.Lock()
@@ -75,7 +74,7 @@ class KeyStore:
         kept = []
         for entry in entries:
             if entry.retire_after is not None and entry.retire_after <= now:
-                (self.folder / f"{entry.kid}.json").unlink(missing_ok=True)
+                self.backend.delete_signing_key(entry.kid)
                 continue
             if entry.retire_after is None:
                 entry = KeyEntry(entry.kid, entry.alg, entry.created_at, entry.use_after,
@@ -85,8 +84,7 @@ class KeyStore:
         return [entry.kid for entry in new]
 
     def _new_entry(self, alg: str, now: int, use_after: int) -> KeyEntry:
-        key = _generate(alg)
-        write_atomically(self.folder / f"{key.kid}.json", json.dumps(key.as_dict(private=True)).encode())
+        key = self.backend.generate_signing_key(alg)
         return KeyEntry(key.kid, alg, now, use_after, None, key)
 
     def _write(self, entries: list[KeyEntry]) -> None:
@@ -108,8 +106,10 @@ class KeyStore:
             raise KeyStoreError(f"unreadable key index {self.index_path}: {exc}") from exc
         entries = []
         for item in index:
-            data = json.loads((self.folder / f"{item['kid']}.json").read_text())
-            key = jwk.import_key(data)
+            try:
+                key = self.backend.signing_key(item["kid"])
+            except KeyBackendError as exc:
+                raise KeyStoreError(str(exc)) from None
             if key.kid != item["kid"] or item["alg"] not in SIGNING_ALGS:
                 raise KeyStoreError(f"key file for {item['kid']} does not match its index entry")
             entries.append(KeyEntry(item["kid"], item["alg"], item["created_at"], item["use_after"],

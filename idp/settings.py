@@ -34,6 +34,15 @@ def _flag(value: str | None, default: bool) -> bool:
 
 
 @dataclass(frozen=True)
+class Pkcs11Config:
+    """The PKCS#11 token holding the CA and ID-token signing keys (``IDP_PKCS11_*``)."""
+
+    module: str
+    token: str
+    pin: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     issuer: str
     database_url: str
@@ -57,6 +66,7 @@ class Settings:
     fido_mds_root: Path | None = None
     fido_mds_crls: Path | None = None
     trust_authority_jwks: Path | None = None
+    pkcs11: Pkcs11Config | None = None
     testing: bool = False
     extra: Mapping[str, object] = field(default_factory=dict)
 
@@ -123,6 +133,7 @@ class Settings:
             fido_mds=_path(env, "IDP_FIDO_MDS"),
             fido_mds_root=_path(env, "IDP_FIDO_MDS_ROOT"),
             fido_mds_crls=_path(env, "IDP_FIDO_MDS_CRLS"),
+            pkcs11=_pkcs11(env),
             trust_authority_jwks=Path(env["IDP_TRUST_AUTHORITY_JWKS"]) if env.get("IDP_TRUST_AUTHORITY_JWKS")
             else None,
         )
@@ -143,6 +154,30 @@ class Settings:
                 raise SettingsError(f"IDP_WEBAUTHN_ORIGINS: {origin!r} must be https")
         if not self.development and self.allow_http_loopback and not self.testing:
             raise SettingsError("IDP_ALLOW_HTTP_LOOPBACK=1 is for development issuers only")
+
+
+def _pkcs11(env: Mapping[str, str]) -> Pkcs11Config | None:
+    """IDP_PKCS11_MODULE, _TOKEN and _PIN (or _PIN_FILE): all or nothing, checked at start."""
+    module = env.get("IDP_PKCS11_MODULE")
+    if not module:
+        for name in ("IDP_PKCS11_TOKEN", "IDP_PKCS11_PIN", "IDP_PKCS11_PIN_FILE"):
+            if env.get(name):
+                raise SettingsError(f"{name} is set but IDP_PKCS11_MODULE is not")
+        return None
+    token = env.get("IDP_PKCS11_TOKEN")
+    if not token:
+        raise SettingsError("IDP_PKCS11_MODULE needs IDP_PKCS11_TOKEN (the token label)")
+    pin, pin_file = env.get("IDP_PKCS11_PIN"), env.get("IDP_PKCS11_PIN_FILE")
+    if bool(pin) == bool(pin_file):
+        raise SettingsError("IDP_PKCS11_MODULE needs exactly one of IDP_PKCS11_PIN and IDP_PKCS11_PIN_FILE")
+    if pin_file:
+        try:
+            pin = Path(pin_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"IDP_PKCS11_PIN_FILE {pin_file}: {exc.strerror}") from None
+        if not pin:
+            raise SettingsError(f"IDP_PKCS11_PIN_FILE {pin_file} is empty")
+    return Pkcs11Config(module=module, token=token, pin=pin or "")
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:

@@ -22,15 +22,27 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from pyasn1.codec.der.encoder import encode as der_encode
+from webauthn.helpers.asn1.android_key import AuthorizationList, KeyDescription
+from webauthn.helpers.structs import AttestationObject, AttestationStatement
 
 from idp.attestation.mds import MetadataError, MetadataService
+from idp.attestation.protection import (
+    ANDROID_KEY_DESCRIPTION,
+    ID_FIDO_GEN_CE_AAGUID,
+    AttestationRefused,
+    check_attestation_certificate,
+    key_protection,
+)
 from idp.ca.profile import POLICY_DEVICE_HARDWARE, POLICY_DEVICE_SOFTWARE
 from idp.policy import ACR_DEVICE_HARDWARE, ACR_DEVICE_UV, ACR_ORDER, PolicyError, load_policy
 from idp.proofing.demo_card import TestJpkiCA
 from tests.conftest import RunningIdP, start_idp
 from tests.support import core
-from tests.support.attestation import AttestationCA, TestMds, mds_entry, pem
+from tests.support.attestation import AttestationCA, TestMds, der, mds_entry, pem
 from tests.support.rp import BrowserFlowError, RelyingParty
 from tests.support.wallet import Enrolled, WalletError
 
@@ -199,3 +211,78 @@ def test_blob_with_a_bad_signature_stops_the_server_at_start_with_one_line(mds: 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "signature does not verify" in lines[0] and "IDP_FIDO_MDS" in lines[0]
+
+
+# the certificate rules, unit by unit -----------------------------------------------------------
+def _statement(fmt: str, leaf: x509.Certificate | None) -> AttestationObject:
+    x5c = [der(leaf)] if leaf is not None else None
+    return AttestationObject(fmt=fmt, att_stmt=AttestationStatement(sig=b"s", alg=-7, x5c=x5c),
+                             auth_data=None)  # type: ignore[arg-type]
+
+
+def _leaf(*, ou: str = "Authenticator Attestation", ca: bool = False,
+          extension: x509.ExtensionType | None = None, critical: bool = False) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Vendor"),
+                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "Batch")])
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if extension is not None:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(key, hashes.SHA256())
+
+
+AAGUID = uuid.uuid4().bytes
+
+
+@pytest.mark.parametrize("leaf, why", [
+    (dict(ou="Something Else"), "OU"),
+    (dict(ca=True), "CA certificate"),
+    (dict(extension=x509.UnrecognizedExtension(ID_FIDO_GEN_CE_AAGUID, b"\x04\x10" + AAGUID), critical=True),
+     "critical"),
+    (dict(extension=x509.UnrecognizedExtension(ID_FIDO_GEN_CE_AAGUID, b"\x04\x10" + bytes(16))), "differs"),
+    (dict(extension=x509.UnrecognizedExtension(ID_FIDO_GEN_CE_AAGUID, b"\x0c\x02ab")), "OCTET STRING"),
+], ids=["ou", "ca", "critical-aaguid", "other-aaguid", "not-octet-string"])
+def test_packed_certificate_rules_refuse(leaf: dict[str, Any], why: str) -> None:
+    with pytest.raises(AttestationRefused, match=why):
+        check_attestation_certificate(_statement("packed", _leaf(**leaf)), AAGUID)
+
+
+def test_packed_certificate_meeting_the_rules_passes() -> None:
+    extension = x509.UnrecognizedExtension(ID_FIDO_GEN_CE_AAGUID, b"\x04\x10" + AAGUID)
+    check_attestation_certificate(_statement("packed", _leaf(extension=extension)), AAGUID)
+
+
+def _android_leaf(attestation_level: int, keymaster_level: int) -> x509.Certificate:
+    description = KeyDescription()
+    description["attestationVersion"] = 3
+    description["attestationSecurityLevel"] = attestation_level
+    description["keymasterVersion"] = 4
+    description["keymasterSecurityLevel"] = keymaster_level
+    description["attestationChallenge"] = b"c" * 32
+    description["uniqueId"] = b""
+    description["softwareEnforced"] = AuthorizationList()
+    description["teeEnforced"] = AuthorizationList()
+    return _leaf(extension=x509.UnrecognizedExtension(ANDROID_KEY_DESCRIPTION, der_encode(description)))
+
+
+@pytest.mark.parametrize("levels, expected", [
+    ((1, 1), "hardware"), ((2, 2), "hardware"), ((1, 2), "hardware"), ((0, 1), "unverified"), ((1, 0), "unverified"),
+], ids=["tee", "strongbox", "mixed-hardware", "software-attestation", "software-key"])
+def test_android_key_is_hardware_only_in_a_tee_or_strongbox(levels: tuple[int, int], expected: str) -> None:
+    statement = _statement("android-key", _android_leaf(*levels))
+    assert key_protection(statement, chained=True, metadata_key_protection=None) == expected
+
+
+def test_key_protection_needs_a_trusted_chain_and_no_software_metadata() -> None:
+    packed = _statement("packed", _leaf())
+    assert key_protection(packed, chained=True, metadata_key_protection=None) == "hardware"
+    assert key_protection(packed, chained=False, metadata_key_protection=None) == "unverified"
+    assert key_protection(packed, chained=True, metadata_key_protection=["software"]) == "unverified"
+    assert key_protection(_statement("packed", None), chained=True, metadata_key_protection=None) == "unverified"
+    assert key_protection(_statement("apple", _leaf()), chained=True, metadata_key_protection=None) == "hardware"
+    assert key_protection(_statement("fido-u2f", _leaf()), chained=True, metadata_key_protection=None) == "unverified"

@@ -29,6 +29,7 @@ from pyasn1_alt_modules import rfc6960
 
 from idp.ca import ocsp
 from idp.ca.authority import CERT_FILE, KEY_FILE, CertificateAuthority
+from idp.signing.files import FileKeyBackend
 from idp.ca.crl import REASON_NAMES, RevokedEntry, build_crl, parse_reason
 from idp.ca.profile import (
     POLICY_DEVICE_HARDWARE,
@@ -129,24 +130,25 @@ def test_ca_certificate_profile(ca):
     assert ca.organization == "Example Trust Service"
 
 
-def test_save_and_load_round_trip(ca, tmp_path):
-    folder = tmp_path / "keys"
+def test_save_and_load_round_trip(tmp_path):
+    backend = FileKeyBackend(tmp_path)
+    ca = CertificateAuthority.create("Example Trust Service CA", "Example Trust Service", now=NOW,
+                                     key=backend.generate_ca_key())
+    folder = tmp_path / "ca"
     ca.save(folder)
     assert stat.S_IMODE((folder / KEY_FILE).stat().st_mode) == 0o600
-    loaded = CertificateAuthority.load(folder)
+    loaded = CertificateAuthority.load(folder, backend.ca_key())
     assert loaded.certificate_der == ca.certificate_der
     assert loaded.private_key.private_numbers() == ca.private_key.private_numbers()
-    ca.save(folder)  # overwriting keeps the mode
+    ca.save(folder)  # overwriting the certificate leaves the key alone
     assert stat.S_IMODE((folder / KEY_FILE).stat().st_mode) == 0o600
     assert sorted(p.name for p in folder.iterdir()) == [CERT_FILE, KEY_FILE]
 
 
 def test_load_refuses_a_key_of_another_ca(ca, tmp_path):
     ca.save(tmp_path)
-    CertificateAuthority.create("Other CA", "Other", now=NOW).save(tmp_path / "other")
-    (tmp_path / KEY_FILE).write_bytes((tmp_path / "other" / KEY_FILE).read_bytes())
     with pytest.raises(ValueError, match="does not match"):
-        CertificateAuthority.load(tmp_path)
+        CertificateAuthority.load(tmp_path, FileKeyBackend(tmp_path / "other").generate_ca_key())
 
 
 # --- device certificate ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``idp clients add / list / show / disable`` (PROTOCOL §7.1): run as an operator would, against
+"""``idp clients add / list / show / disable``: run as an operator would, against
 a live server; disabling ends the client's tokens at once."""
 
 from __future__ import annotations

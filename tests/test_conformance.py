@@ -34,6 +34,17 @@ REQUIRED = {
     "oidcc-registration-jwks-uri", "oidcc-registration-sector-uri", "oidcc-registration-sector-bad",
     "oidcc-server-rotate-keys", "oidcc-refresh-token-rp-key-rotation", "oidcc-ensure-client-assertion-with-iss-aud-succeeds",
     "oidcc-rp-initiated-logout", "oidcc-backchannel-rp-initiated-logout",
+    # FAPI 2.0 Security Profile (financial category, private_key_jwt + DPoP)
+    *(f"fapi2-security-profile-final-{name}" for name in (
+        "discovery-end-point-verification", "happy-flow", "ensure-holder-of-key-required", "dpop-negative-tests",
+        "ensure-dpopproof-with-iat-10seconds-before-succeeds", "ensure-dpopproof-with-iat-10seconds-after-succeeds",
+        "ensure-dpop-auth-code-binding-success", "ensure-dpopproof-at-par-endpoint-binding-success",
+        "ensure-mismatched-dpop-jkt-fails", "ensure-token-endpoint-fails-with-mismatched-dpop-jkt",
+        "ensure-token-endpoint-fails-with-mismatched-dpop-proof-jkt",
+        "ensure-unsigned-authorization-request-without-using-par-fails", "par-ensure-pkce-required",
+        "par-plain-pkce-rejected", "par-attempt-reuse-request_uri", "attempt-reuse-authorization-code-after-one-second",
+        "ensure-token-endpoint-fails-with-expired-auth-code", "ensure-signed-client-assertion-with-RS256-fails",
+        "ensure-signed-request-object-with-RS256-fails", "refresh-token")),
 }
 
 

@@ -1,4 +1,4 @@
-"""RP onboarding on a production (https) issuer (PROTOCOL §7.1, RFC 7591 §2.3, §3, §3.2.1).
+"""RP onboarding on a production (https) issuer (RFC 7591 §2.3, §3, §3.2.1).
 
 The server runs over real HTTP on loopback but believes it is ``https://id.example.jp``:
 registration is then never open, and the category comes from whoever vouches for the RP
@@ -89,6 +89,19 @@ def test_category_bound_token_registers_only_its_category(prod: RunningIdP, monk
     assert greedy.status_code == 400 and greedy.json()["error"] == "invalid_client_metadata"
     assert register(prod, {"redirect_uris": [REDIRECT]}, token).status_code == 201  # the third use
     assert register(prod, {"redirect_uris": [REDIRECT]}, token).status_code == 401  # used up
+
+
+def test_base64_form_of_a_token_is_the_same_token(prod: RunningIdP, monkeypatch) -> None:
+    """pyoidc sends a non-JWT initial access token base64-encoded: that form is accepted, once;
+    base64 of anything else is not."""
+    import base64
+
+    token = mint(prod, monkeypatch, "municipal")
+    wrong = base64.b64encode(b"not-a-token").decode()
+    assert register(prod, {"redirect_uris": [REDIRECT]}, wrong).status_code == 401
+    encoded = base64.b64encode(token.encode()).decode()
+    assert register(prod, {"redirect_uris": [REDIRECT]}, encoded).status_code == 201
+    assert register(prod, {"redirect_uris": [REDIRECT]}, token).status_code == 401  # its one use is spent
 
 
 def test_initial_access_token_expires_and_is_stored_hashed(prod: RunningIdP, monkeypatch) -> None:
@@ -223,3 +236,41 @@ def test_token_command_refuses_bad_values(prod: RunningIdP, monkeypatch) -> None
     for extra in (("--uses", "-1"), ("--expires-in", "5"), ("--expires-in", "999999999")):
         result = run_cli(prod, monkeypatch, "clients", "token", "--category", "municipal", *extra)
         assert result.code == 1 and result.err.startswith("idp: ") and "Traceback" not in result.err
+
+
+def test_disabled_client_tokens_stop_working_on_production(prod: RunningIdP, monkeypatch) -> None:
+    """``idp clients disable`` revokes the client's tokens by one UPDATE and the client can no
+    longer authenticate (the end-to-end login variant is in tests/test_client_commands.py)."""
+    import secrets
+    from datetime import datetime, timezone
+
+    from idp.oidc.server import token_hash
+    from idp.storage.models import Account, Token
+
+    client = register(prod, {"rp_category": "municipal", "redirect_uris": [REDIRECT]}, MASTER).json()
+    credentials = (client["client_id"], client["client_secret"])
+    access = secrets.token_urlsafe(32)
+    with db(prod) as session:
+        account = Account(id=secrets.token_hex(8), name="前橋　太郎", gender="1", date_of_birth="419800101",
+                          address="群馬県前橋市", verified_at=datetime.now(timezone.utc))
+        session.add(account)
+        session.flush()
+        session.add(Token(access_token_hash=token_hash(access), client_id=client["client_id"], account_id=account.id,
+                          scope="openid", auth_time=int(time.time()), acr="x", amr=["hwk"],
+                          issued_at=int(time.time()), expires_in=600))
+
+    def introspect() -> requests.Response:
+        return requests.post(prod.base_url + "/introspect", data={"token": access}, auth=credentials, timeout=10)
+
+    assert introspect().json()["active"] is True
+    result = run_cli(prod, monkeypatch, "clients", "disable", client["client_id"])
+    assert result.code == 0 and "1 tokens revoked" in result.out, result
+    refused = introspect()
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    with db(prod) as session:
+        assert session.query(Token).filter_by(client_id=client["client_id"]).one().revoked is True
+    token = requests.post(prod.base_url + "/token", auth=credentials, timeout=10,
+                          data={"grant_type": "authorization_code", "code": "x", "redirect_uri": REDIRECT})
+    assert token.status_code == 401 and token.json()["error"] == "invalid_client"
+    userinfo = requests.get(prod.base_url + "/userinfo", headers={"Authorization": f"Bearer {access}"}, timeout=10)
+    assert userinfo.status_code == 401

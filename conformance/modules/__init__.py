@@ -1,3 +1,3 @@
 """Test modules by plan; importing this package registers them all (framework.REGISTRY)."""
 
-from conformance.modules import basic, config, dynamic, extras, logout, request_objects  # noqa: F401
+from conformance.modules import basic, config, dynamic, extras, fapi2, logout, request_objects  # noqa: F401

@@ -93,8 +93,10 @@ class CertificateAuthority:
         *,
         validity_days: int = 3650,
         now: dt.datetime | None = None,
+        key: ec.EllipticCurvePrivateKey | None = None,
     ) -> CertificateAuthority:
-        """Generate a P-256 key and a self-signed RFC 5280 CA certificate for it.
+        """A self-signed RFC 5280 CA certificate for ``key`` (a new in-memory P-256 key if None;
+        the deployment passes one its key backend made, in a file or an HSM token).
 
         basicConstraints is critical CA:TRUE with pathLenConstraint 0 because this CA
         issues only end-entity certificates (§4.2.1.9). keyUsage (critical, §4.2.1.3)
@@ -106,7 +108,7 @@ class CertificateAuthority:
         if validity_days <= 0:
             raise ValueError("validity_days must be positive")
         not_before = as_utc(now if now is not None else dt.datetime.now(dt.timezone.utc))
-        key = ec.generate_private_key(CURVE)
+        key = key or ec.generate_private_key(CURVE)
         name = _ca_name(common_name, organization)
         certificate = (
             x509.CertificateBuilder()
@@ -124,28 +126,16 @@ class CertificateAuthority:
         return cls(key, certificate)
 
     def save(self, folder: Path) -> None:
-        """Write `ca.key.pem` (PKCS#8, mode 0600) and `ca.cert.pem` (mode 0644) into `folder`.
-
-        The key is stored unencrypted: protecting it is the file system's job (and the
-        deployment's `IDP_KEYS_DIR`), as for the IdP's other signing keys.
-        """
+        """Write ``ca.cert.pem`` (mode 0644) into ``folder``; the key is its backend's business."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        key_pem = self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        write_atomically(folder / KEY_FILE, key_pem, 0o600)
         write_atomically(folder / CERT_FILE, self.certificate.public_bytes(serialization.Encoding.PEM), 0o644)
 
     @classmethod
-    def load(cls, folder: Path) -> CertificateAuthority:
-        """Read the files `save` wrote; raises ValueError if they are unusable or unmatched."""
-        folder = Path(folder)
-        key = serialization.load_pem_private_key((folder / KEY_FILE).read_bytes(), password=None)
-        certificate = x509.load_pem_x509_certificate((folder / CERT_FILE).read_bytes())
-        return cls(key, certificate)
+    def load(cls, folder: Path, private_key: ec.EllipticCurvePrivateKey) -> CertificateAuthority:
+        """The certificate ``save`` wrote, paired with its key; ValueError if they do not match."""
+        certificate = x509.load_pem_x509_certificate((Path(folder) / CERT_FILE).read_bytes())
+        return cls(private_key, certificate)
 
     @property
     def certificate_der(self) -> bytes:

@@ -1,4 +1,4 @@
-"""The operator's RP onboarding commands (PROTOCOL §7.1): ``idp clients …`` and ``idp authority …``.
+"""The operator's RP onboarding commands: ``idp clients …`` and ``idp authority …``.
 
 ``idp clients token`` mints an initial access token bound to a category (RFC 7591 §3);
 ``add`` registers a client directly (same validation as ``POST /register``); ``list`` and

@@ -1,4 +1,4 @@
-"""Initial access tokens bound to an RP category (RFC 7591 §3, PROTOCOL §7.1 (a)).
+"""Initial access tokens bound to an RP category (RFC 7591 §3; docs/rp-integration.md, "Onboarding").
 
 RFC 7591 §3 leaves the token's form to the authorization server; here the operator mints
 one with ``idp clients token --category C`` and hands it to an RP out of band. Whoever

@@ -1,4 +1,4 @@
-"""Who may register a client, and who decides its category (PROTOCOL §7.1).
+"""Who may register a client, and who decides its category (docs/rp-integration.md, "Onboarding").
 
 The category decides what an RP may receive, so the RP must not simply declare it. A
 registration request is admitted by one of:
@@ -17,6 +17,7 @@ always ``401``: a wrong credential never falls back to open registration.
 
 from __future__ import annotations
 
+import base64
 import hmac
 from dataclasses import dataclass
 from typing import Any
@@ -53,10 +54,11 @@ def admit(session: Session, settings: Settings, authority_keys: KeySet | None,
     via = "open"
     if bearer:
         master = settings.registration_token
-        if master and hmac.compare_digest(bearer.encode(), master.encode()):
+        candidates = _token_forms(bearer)
+        if master and any(hmac.compare_digest(c.encode(), master.encode()) for c in candidates):
             via = "registration_token"
         else:
-            token_category = initial_access.spend(session, bearer)
+            token_category = next(filter(None, (initial_access.spend(session, c) for c in candidates)), None)
             if token_category is None:
                 raise Unauthorized("the initial access token is unknown, expired or used up", headers=CHALLENGE)
             via = "initial_access_token"
@@ -83,3 +85,18 @@ def admit(session: Session, settings: Settings, authority_keys: KeySet | None,
                                         f"admitted for ({category!r})")
         body = {**body, "rp_category": category}
     return Admission(via=via, body=body, category=category)
+
+
+def _token_forms(bearer: str) -> list[str]:
+    """The token as sent, and, when it is standard base64 of a printable token, as decoded:
+    pyoidc's stock ``Client.register(url, registration_token=...)`` base64-encodes any
+    initial access token that is not a JWT before sending it. Knowing either form is
+    knowing the token, so accepting both widens nothing."""
+    forms = [bearer]
+    try:
+        decoded = base64.b64decode(bearer, validate=True).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        return forms
+    if decoded.isprintable() and decoded != bearer and 0 < len(decoded) <= 256:
+        forms.append(decoded)
+    return forms

@@ -26,6 +26,7 @@ from urllib.parse import urldefrag, urlsplit
 from authlib.oauth2.rfc6749 import ClientMixin, list_to_scope, scope_to_list
 from sqlalchemy.orm import Session
 
+from idp.clients import fapi
 from idp.clients.fetch import FetchError, check_url, fetch_json
 from idp.errors import InvalidClientMetadata, InvalidRedirectUri
 from idp.pairwise import redirect_hosts, sector_identifier
@@ -51,6 +52,11 @@ RESPONSE_TYPES = ("code",)  # the authorization code flow only (OIDC Core §3.1)
 GRANT_TYPES = ("authorization_code", "refresh_token")
 MAX_STRING = 300
 MAX_HOST_LENGTH = 253  # a DNS name (RFC 1035 §2.3.4); the sector column holds one
+
+
+def default_id_token_alg(category: str) -> str:
+    """OIDC Registration §2's RS256 default, except where FAPI 2.0 §5.4.1 forbids RS256."""
+    return fapi.FINANCIAL_ID_TOKEN_ALG if fapi.applies(category) else DEFAULT_ID_TOKEN_ALG
 
 
 def digest(value: str) -> str:
@@ -95,8 +101,8 @@ class RegisteredClient(ClientMixin):
 
     @property
     def id_token_signed_response_alg(self) -> str:
-        """The registered alg, else the default (see DEFAULT_ID_TOKEN_ALG)."""
-        return self.metadata.get("id_token_signed_response_alg", DEFAULT_ID_TOKEN_ALG)
+        """The registered alg, else the default (see DEFAULT_ID_TOKEN_ALG; ES256 for FAPI categories)."""
+        return self.metadata.get("id_token_signed_response_alg", default_id_token_alg(self.category))
 
     @property
     def token_endpoint_auth_method(self) -> str:
@@ -170,6 +176,7 @@ def validate_metadata(body: Any, *, policy: Policy, allow_http_loopback: bool) -
 
     _keys(body, meta, allow_http_loopback, method)
     _algorithms(body, meta)
+    fapi.check_metadata(category, body, meta)
     _strings_and_uris(body, meta, allow_http_loopback)
 
     subject_type = body.get("subject_type", "pairwise")
@@ -373,7 +380,7 @@ def delete_client(session: Session, row: Client) -> None:
 
 
 def disable_client(session: Session, row: Client) -> int:
-    """The operator ends a client (PROTOCOL §7.1): it can no longer authenticate or start a
+    """The operator ends a client (`idp clients disable`): it can no longer authenticate or start a
     login, and every token it holds is revoked by one UPDATE, effective at once. Returns the
     number of tokens revoked. Unlike an RFC 7592 delete, the registration stays readable."""
     from idp.oidc.token_family import revoke_tokens
@@ -392,7 +399,7 @@ def client_status(row: Client) -> str:
 def client_information(row: Client, registration_client_uri: str) -> dict[str, Any]:
     """RFC 7591 §3.2.1 / RFC 7592 §3: the metadata as registered, never the stored secret hash."""
     info = {k: v for k, v in row.client_metadata.items() if not k.startswith("_")}
-    info.setdefault("id_token_signed_response_alg", DEFAULT_ID_TOKEN_ALG)  # the effective value (§3.2)
+    info.setdefault("id_token_signed_response_alg", default_id_token_alg(row.rp_category))  # effective (§3.2)
     info.update(client_id=row.client_id, client_id_issued_at=row.client_id_issued_at,
                 registration_client_uri=registration_client_uri)
     if row.client_secret:

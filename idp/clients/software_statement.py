@@ -1,4 +1,4 @@
-"""Software statements from a trust authority (RFC 7591 §2.3, §3.1.1; PROTOCOL §7.1 (b)).
+"""Software statements from a trust authority (RFC 7591 §2.3, §3.1.1; docs/rp-integration.md).
 
 A trust authority (a federation operator, a sector regulator) vouches for an RP by signing
 a JWT that carries ``iss``, ``iat``, the RP's ``rp_category`` and any client metadata.

@@ -5,8 +5,9 @@ Each registers itself through Dynamic Client Registration on first use (kept in
 sends the browser to ``/authorize`` with PKCE S256, a nonce and a state, comes back to
 ``/demo/rp/<category>/callback``, checks ``state`` and RFC 9207 ``iss``, exchanges the
 code at the token endpoint with its client authentication, validates the ID token
-against the published JWKS and fetches UserInfo. The bank uses ``private_key_jwt`` and
-pushed authorization requests, as its category policy demands.
+against the published JWKS and fetches UserInfo. The bank uses ``private_key_jwt``, pushed
+authorization requests and DPoP-bound tokens (a fresh proof key per login), as its category
+policy demands (FAPI 2.0).
 
 Pairwise ``sub`` values depend on the *host* of an RP's redirect URI (its sector). On one
 machine only two loopback names exist, so the city hall and the hospital live on the
@@ -215,6 +216,10 @@ def _call(step: str, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         response = requests.request(method, url, timeout=TIMEOUT, allow_redirects=False, **kwargs)
     except requests.RequestException as exc:
         raise DemoRPError(step, f"the IdP did not answer: {exc}") from None
+    return _answer(step, response)
+
+
+def _answer(step: str, response: requests.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
@@ -237,6 +242,44 @@ def _client_auth(settings: Settings, record: dict[str, Any], endpoint: str) -> t
         return {"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                 "client_assertion": assertion}, None
     return {}, (record["client_id"], record["client_secret"])
+
+
+def _token_form(settings: Settings, rp: DemoRP, record: dict[str, Any], args: dict[str, str],
+                remembered: dict[str, str]) -> dict[str, Any]:
+    fields, auth = _client_auth(settings, record, settings.url("/token"))
+    return {"auth": auth, "data": {
+        "grant_type": "authorization_code", "code": args.get("code", ""),
+        "redirect_uri": redirect_uri(settings, rp), "code_verifier": remembered["verifier"], **fields}}
+
+
+def _dpop_call(step: str, method: str, url: str, key: ECKey | None, request_kwargs: Any,
+               access_token: str | None = None) -> dict[str, Any]:
+    """A back-channel call with a DPoP proof (RFC 9449 §4) when the RP has a key, sent again
+    once with the server's nonce when it asks for one (``use_dpop_nonce``, §8)."""
+    if key is None:
+        return _call(step, method, url, **request_kwargs())
+    nonce = None
+    for _ in range(2):
+        kwargs = request_kwargs()
+        claims: dict[str, Any] = {"jti": secrets.token_urlsafe(16), "htm": method, "htu": url, "iat": int(time.time())}
+        if nonce:
+            claims["nonce"] = nonce
+        if access_token:
+            claims["ath"] = _b64url(hashlib.sha256(access_token.encode("ascii")).digest())
+        proof = jwt.encode({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}, claims, key,
+                           algorithms=["ES256"])
+        kwargs["headers"] = {**kwargs.get("headers", {}), "DPoP": proof}
+        try:
+            response = requests.request(method, url, timeout=TIMEOUT, allow_redirects=False, **kwargs)
+        except requests.RequestException as exc:
+            raise DemoRPError(step, f"the IdP did not answer: {exc}") from None
+        asked = "use_dpop_nonce" in response.headers.get("WWW-Authenticate", "") or (
+            response.status_code == 400 and "use_dpop_nonce" in response.text)
+        if asked and nonce is None and response.headers.get("DPoP-Nonce"):
+            nonce = response.headers["DPoP-Nonce"]
+            continue
+        return _answer(step, response)
+    raise DemoRPError(step, "the IdP kept asking for a DPoP nonce")
 
 
 def _b64url(data: bytes) -> str:
@@ -287,10 +330,9 @@ def finish(services: Any, rp: DemoRP, remembered: dict[str, str], args: dict[str
     if "error" in args:
         raise DemoRPError("authorization", f"{args.get('error')}: {args.get('error_description', '')}")
     record = registration(services, rp)
-    fields, auth = _client_auth(settings, record, settings.url("/token"))
-    token = _call("token", "POST", settings.url("/token"), auth=auth, data={
-        "grant_type": "authorization_code", "code": args.get("code", ""),
-        "redirect_uri": redirect_uri(settings, rp), "code_verifier": remembered["verifier"], **fields})
+    dpop_key = ECKey.generate_key("P-256") if rp.category == "financial" else None
+    token = _dpop_call("token", "POST", settings.url("/token"), dpop_key, lambda: _token_form(
+        settings, rp, record, args, remembered))
     if "id_token" not in token:
         raise DemoRPError("token", "no ID token in the token response")
     jwks = _call("jwks", "GET", settings.url("/jwks"))
@@ -305,8 +347,10 @@ def finish(services: Any, rp: DemoRP, remembered: dict[str, str], args: dict[str
         ).validate(decoded.claims)
     except Exception as exc:  # joserfc raises several types; all mean "do not trust this token"
         raise DemoRPError("id_token", f"the ID token failed validation: {exc}") from None
-    userinfo = _call("userinfo", "GET", settings.url("/userinfo"),
-                     headers={"Authorization": f"Bearer {token['access_token']}", "Accept": "application/json"})
+    scheme = "DPoP" if dpop_key is not None else "Bearer"
+    userinfo = _dpop_call("userinfo", "GET", settings.url("/userinfo"), dpop_key, lambda: {"headers": {
+        "Authorization": f"{scheme} {token['access_token']}", "Accept": "application/json"}},
+        access_token=token["access_token"])
     if userinfo.get("sub") != decoded.claims.get("sub"):
         raise DemoRPError("userinfo", "UserInfo is about someone else (sub differs from the ID token)")
     shown = {k: ("…" if k in ("access_token", "refresh_token", "id_token") else v) for k, v in token.items()}

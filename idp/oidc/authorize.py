@@ -40,7 +40,7 @@ from idp.consent import consent_covers, find_consent
 from idp.context import services
 from idp.errors import UnsafeAuthorizationRequest
 from idp.oidc import claims as claims_mod
-from idp.oidc import request_object
+from idp.oidc import dpop, request_object
 from idp.oidc.par import PUSHED_MARK, take_pushed_request
 from idp.oidc.server import AUTHORIZATION_CODE_LENGTH, AuthorizedUser, query_client, store_authorization_code
 from idp.oidc.session import current_db
@@ -318,12 +318,19 @@ def check_policy(c: Checked) -> None:
     if claims_mod.requests_verified_claims(c.claims_request) and "verified_claims" not in rules.claims:
         raise AuthorizationError("invalid_request",
                                  f"verified_claims is not available to {c.client.category} clients")
-    if rules.require_par and not c.pushed:
+    if (rules.require_par or c.client.metadata.get("require_pushed_authorization_requests") is True) \
+            and not c.pushed:
         raise AuthorizationError("invalid_request",
                                  f"{c.client.category} clients must use pushed authorization requests (RFC 9126)")
     purpose = c.params.get("purpose")
     if purpose is not None and not 3 <= len(purpose) <= 300:
         raise AuthorizationError("invalid_request", "purpose must be 3 to 300 characters")
+
+
+def check_dpop_jkt(c: Checked) -> None:
+    """RFC 9449 §10: ``dpop_jkt`` is the base64url JWK SHA-256 thumbprint of the client's key."""
+    if "dpop_jkt" in c.params and not dpop.is_jkt(c.params["dpop_jkt"]):
+        raise AuthorizationError("invalid_request", "dpop_jkt must be a JWK SHA-256 thumbprint (RFC 7638)")
 
 
 CHECKS: tuple[Callable[[Checked], None], ...] = (
@@ -340,6 +347,7 @@ CHECKS: tuple[Callable[[Checked], None], ...] = (
     check_id_token_hint,
     check_acr_request,
     check_policy,
+    check_dpop_jkt,
 )
 
 

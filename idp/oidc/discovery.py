@@ -13,7 +13,7 @@ from typing import Any
 
 from idp.clients.registry import REQUEST_OBJECT_ALGS, SCOPES, SIGNING_ALGS, UNSIGNED_REQUEST_OBJECT
 from idp.context import services
-from idp.oidc import verified_claims
+from idp.oidc import dpop, verified_claims
 from idp.oidc.claims import SCOPE_CLAIMS
 from idp.policy import ACR_ORDER
 
@@ -51,6 +51,7 @@ def metadata() -> dict[str, Any]:
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS[:3],
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": list(dpop.SIGNING_ALGS),
         "claims_supported": claims,
         "claims_parameter_supported": True,
         "request_parameter_supported": True,

@@ -4,7 +4,8 @@ The client pushes its parameters over an authenticated back channel (§2.1) and 
 one-time ``request_uri`` (§2.2) to send through the browser. Parameters then come only
 from the pushed request (§4); a pushed request is marked so the category policy can
 require it (PROTOCOL §5, financial). A pushed ``request`` object is verified and merged
-when it is pushed (§3), so only plain parameters are stored.
+when it is pushed (§3), so only plain parameters are stored. A DPoP proof sent with the
+push binds the future code to the proof key (RFC 9449 §10.1).
 """
 
 from __future__ import annotations
@@ -44,6 +45,23 @@ def take_pushed_request(params: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return dict(session.get(ParRequest, key).params), True
 
 
+def bind_pushed_request(params: dict[str, Any], client: Any) -> None:
+    """RFC 9449 §10.1: a DPoP proof at PAR binds the code to its key, like ``dpop_jkt``; with
+    both, they must name the same key."""
+    from idp.context import services
+    from idp.oidc import dpop
+
+    try:
+        proof = dpop.proof_of_request("/par", require_nonce=services().policy[client.category].dpop_nonce)
+    except dpop.DPoPError as exc:
+        raise ProtocolError(exc.description, error=exc.error) from None
+    if proof is None:
+        return
+    if "dpop_jkt" in params and params["dpop_jkt"] != proof.jkt:
+        raise ProtocolError("dpop_jkt differs from the DPoP proof key", error="invalid_dpop_proof")
+    params["dpop_jkt"] = proof.jkt
+
+
 def push() -> ResponseReturnValue:
     """RFC 9126 §2: authenticate the client, validate like /authorize, store, answer 201."""
     from idp.oidc.authorize import RedirectableError, validate
@@ -63,6 +81,7 @@ def push() -> ResponseReturnValue:
         raise InvalidRequest("request_uri must not be pushed (RFC 9126 §2.1)")
     if params.setdefault("client_id", client.client_id) != client.client_id:
         raise InvalidRequest("client_id does not match the authenticated client")
+    bind_pushed_request(params, client)
     if "request" in params:  # RFC 9126 §3: a request object may be pushed
         from idp.oidc import request_object
 

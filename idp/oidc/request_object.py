@@ -19,6 +19,8 @@ Rules, in order:
 4. The object's members win over the query parameters (§6.3.3: "parameters in the
    Request Object take precedence"); ``client_id`` and ``response_type`` must agree with
    the query when both carry them (§6.1). Failures are ``invalid_request_object``.
+5. A FAPI-category client (``financial``) signs with ES256 or PS256 only: RS256 and
+   unsigned objects are refused (FAPI 2.0 Security Profile §5.4.1).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from idp import bounded_json
+from idp.clients import fapi
 from idp.clients.fetch import FetchError, fetch_cached
 from idp.clients.keys import ClientKeyError, client_key_resolver
 from idp.clients.registry import REQUEST_OBJECT_ALGS, RegisteredClient
@@ -129,6 +132,10 @@ def decode(text: Any, client: RegisteredClient) -> dict[str, Any]:
     if registered and alg != registered:
         raise RequestObjectError("invalid_request_object",
                                  f"this client registered request_object_signing_alg {registered}")
+    if fapi.applies(client.category) and alg not in fapi.STRONG_ALGS:
+        raise RequestObjectError("invalid_request_object",
+                                 f"{client.category} clients sign request objects with "
+                                 f"{' or '.join(fapi.STRONG_ALGS)} (FAPI 2.0 §5.4.1)")
     if alg == "none":
         if parts[2]:
             raise RequestObjectError("invalid_request_object", "an unsigned request object has no signature")

@@ -9,6 +9,7 @@ This module supplies storage, the pairwise ID token and the category policy.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import (
     AuthorizationCodeMixin,
     InvalidClientError,
@@ -33,16 +35,20 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from flask import Flask, g
+from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from sqlalchemy import bindparam, or_, select
 
 from idp import audit
+from idp.clients import fapi
 from idp.clients.keys import ClientKeyError, client_key_resolver
 from idp.clients.registry import REQUEST_OBJECT_ALGS, RegisteredClient
 from idp.context import services
 from idp.oidc import claims as claims_mod
+from idp.oidc import dpop
 from idp.oidc.session import current_db
 from idp.oidc.token_family import revoke_tokens
 from idp.ops import metrics
@@ -180,6 +186,7 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         issued_at=int(time.time()),
         expires_in=token["expires_in"],
         refresh_expires_at=int(time.time()) + rules.refresh_token_lifetime if token.get("refresh_token") else None,
+        dpop_jkt=getattr(request, "dpop_jkt", None),
     )
     old: StoredToken | None = getattr(request, "refresh_token", None)
     if old is not None:  # a rotated refresh token stays in its family
@@ -187,6 +194,42 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         row.device_serial = old.row.device_serial
     current_db().add(row)
     metrics.token_issued(client.category)
+
+
+class DPoPProofError(OAuth2Error):
+    """RFC 9449 §5, §8: ``invalid_dpop_proof`` or ``use_dpop_nonce`` at the token endpoint (400)."""
+
+    status_code = 400
+
+
+def bind_to_proof(request: OAuth2Request, *, bound_to: str | None) -> None:
+    """Verify the token request's DPoP proof and remember its key for the tokens (RFC 9449 §5).
+
+    A proof is required when the category policy or the client's ``dpop_bound_access_tokens``
+    says so, or when the code or refresh token is already bound (``bound_to``); then its key
+    must be that key. Without a requirement a client that sends a proof still gets bound tokens.
+    """
+    client: RegisteredClient = request.client
+    rules = services().policy[client.category]
+    try:
+        proof = dpop.proof_of_request("/token", require_nonce=rules.dpop_nonce)
+    except dpop.DPoPError as exc:
+        raise DPoPProofError(description=safe_text(exc.description), error=exc.error) from None
+    required = rules.require_dpop or client.metadata.get("dpop_bound_access_tokens") is True
+    if proof is None and (required or bound_to):
+        raise DPoPProofError(description="this token request needs a DPoP proof (RFC 9449)",
+                             error="invalid_dpop_proof")
+    if bound_to and proof is not None and not hmac.compare_digest(proof.jkt, bound_to):
+        raise DPoPProofError(description="the DPoP proof key is not the key this grant is bound to",
+                             error="invalid_dpop_proof")
+    request.dpop_jkt = proof.jkt if proof else None
+
+
+def with_token_type(token: dict[str, Any], request: OAuth2Request) -> dict[str, Any]:
+    """RFC 9449 §5.1: a DPoP-bound access token has ``token_type`` DPoP."""
+    if getattr(request, "dpop_jkt", None):
+        token["token_type"] = "DPoP"
+    return token
 
 
 def store_authorization_code(code: str, *, client_id: str, user: AuthorizedUser, params: dict[str, Any]) -> None:
@@ -208,6 +251,7 @@ def store_authorization_code(code: str, *, client_id: str, user: AuthorizedUser,
         acr=user.acr,
         amr=user.amr,
         expires_at=utcnow() + timedelta(seconds=CODE_LIFETIME),
+        dpop_jkt=params.get("dpop_jkt"),  # RFC 9449 §10, checked at authorization / PAR
     ))
 
 
@@ -231,6 +275,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             g.commit_despite_error = True
         return None
 
+    def validate_token_request(self) -> None:
+        """RFC 6749 §4.1.3, then the DPoP proof; a code bound by ``dpop_jkt`` needs that key
+        (RFC 9449 §10)."""
+        super().validate_token_request()
+        bind_to_proof(self.request, bound_to=self.request.authorization_code.row.dpop_jkt)
+
     def delete_authorization_code(self, authorization_code: StoredCode) -> None:
         """Nothing left to do: :meth:`query_authorization_code` spent the code."""
 
@@ -241,8 +291,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                        include_refresh_token=True):  # type: ignore[no-untyped-def]
         """Refresh tokens only for ``offline_access`` (OIDC Core §11) and clients allowed them."""
         wants_offline = "offline_access" in (scope_to_list(scope or "") or [])
-        return super().generate_token(user=user, scope=scope, grant_type=grant_type, expires_in=expires_in,
-                                      include_refresh_token=include_refresh_token and wants_offline)
+        token = super().generate_token(user=user, scope=scope, grant_type=grant_type, expires_in=expires_in,
+                                       include_refresh_token=include_refresh_token and wants_offline)
+        return with_token_type(token, self.request)
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -250,6 +301,21 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     TOKEN_ENDPOINT_AUTH_METHODS = AuthorizationCodeGrant.TOKEN_ENDPOINT_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def validate_token_request(self) -> None:
+        """RFC 6749 §6, then the DPoP proof. A public client's refresh token is bound to the key
+        its first tokens were bound to; a confidential client's is bound by its authentication
+        and may move to a new key (RFC 9449 §5)."""
+        super().validate_token_request()
+        old: StoredToken = self.request.refresh_token
+        public = self.request.client.token_endpoint_auth_method == "none"
+        bind_to_proof(self.request, bound_to=old.row.dpop_jkt if public else None)
+
+    def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
+                       include_refresh_token=True):  # type: ignore[no-untyped-def]
+        token = super().generate_token(user=user, scope=scope, grant_type=grant_type, expires_in=expires_in,
+                                       include_refresh_token=include_refresh_token)
+        return with_token_type(token, self.request)
 
     def authenticate_refresh_token(self, refresh_token: str) -> StoredToken | None:
         """Rotation in one compare-and-set: exactly one concurrent use gets the token. A
@@ -319,8 +385,11 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         registered = client.metadata.get("token_endpoint_auth_signing_alg")
 
         def checked(token: Any) -> Any:
-            if registered and token.headers().get("alg") != registered:
+            alg = token.headers().get("alg")
+            if registered and alg != registered:
                 raise ClientKeyError(f"this client registered token_endpoint_auth_signing_alg {registered}")
+            if alg not in fapi.allowed_algs(client.category, REQUEST_OBJECT_ALGS):
+                raise ClientKeyError(f"{client.category} client assertions use ES256 or PS256 (FAPI 2.0 5.4.1)")
             return resolve(token)
 
         return checked
@@ -403,6 +472,7 @@ class Introspection(IntrospectionEndpoint):
     def introspect_token(self, token: StoredToken) -> dict[str, Any]:
         svc = services()
         client = token.get_client()
+        bound = {"token_type": "DPoP", "cnf": {"jkt": token.row.dpop_jkt}} if token.row.dpop_jkt else {}
         return {
             "active": True,
             "client_id": client.client_id,
@@ -413,6 +483,7 @@ class Introspection(IntrospectionEndpoint):
             "iss": svc.settings.issuer,
             "exp": token.row.issued_at + token.row.expires_in,
             "iat": token.row.issued_at,
+            **bound,  # RFC 9449 §6.2: the confirmation of a DPoP-bound token
         }
 
 
@@ -445,6 +516,19 @@ def _expires_in(client: RegisteredClient, grant_type: str) -> int:
     return services().policy[client.category].access_token_lifetime
 
 
+class IssuerRequest(FlaskOAuth2Request):
+    """authlib's Flask request with its URL rebuilt from the issuer: a forged or proxied Host
+    header never decides which endpoint a request is for (nor makes authlib refuse it as
+    insecure transport with a 500)."""
+
+    def __init__(self, request: Any) -> None:
+        query = request.query_string.decode("latin-1")
+        uri = services().settings.url(request.path) + (f"?{query}" if query else "")
+        OAuth2Request.__init__(self, method=request.method, uri=uri, headers=request.headers)
+        self._request = request
+        self.payload = FlaskOAuth2Payload(request)
+
+
 class Server(AuthorizationServer):
     """Accepts requests rebuilt from stored parameters (a resumed transaction, a pushed request);
     answers every token-endpoint failure with an RFC 6749 §5.2 error, never a 500."""
@@ -452,7 +536,7 @@ class Server(AuthorizationServer):
     def create_oauth2_request(self, request: Any) -> OAuth2Request:
         if isinstance(request, OAuth2Request):
             return request
-        return super().create_oauth2_request(request)
+        return IssuerRequest(flask_request)
 
     def handle_error_response(self, request: Any, error: Any) -> Any:
         """Every JSON error carries a description (PROTOCOL "Encodings"; RFC 6749 §5.2 allows it)."""

@@ -23,7 +23,7 @@ from idp.context import services
 from idp.errors import InvalidRequest, ProtocolError, Unauthorized
 from idp.oidc import authorize as authorize_mod
 from idp.oidc import claims as claims_mod
-from idp.oidc import discovery, par
+from idp.oidc import discovery, dpop, par
 from idp.oidc.server import _find_token, query_client
 from idp.oidc.session import current_db
 from idp.consent import consent_active, record_disclosure
@@ -70,6 +70,18 @@ def pushed_authorization_request() -> ResponseReturnValue:
     return par.push()
 
 
+DPOP_ENDPOINTS = frozenset({"oidc.token", "oidc.pushed_authorization_request", "oidc.userinfo"})
+
+
+@bp.after_request
+def _dpop_nonce(response: Response) -> Response:
+    """RFC 9449 §8.2, §9: answers of the endpoints taking proofs, errors included, carry the
+    current server nonce for the client's next proof."""
+    if request.endpoint in DPOP_ENDPOINTS:
+        response.headers["DPoP-Nonce"] = dpop.fresh_nonce()
+    return response
+
+
 @bp.post("/revoke")
 def revoke() -> ResponseReturnValue:
     return _server().create_endpoint_response("revocation")
@@ -82,19 +94,22 @@ def introspect() -> ResponseReturnValue:
 
 @bp.route("/userinfo", methods=["GET", "POST"])
 def userinfo() -> ResponseReturnValue:
-    """OIDC Core §5.3: bearer token in the header (RFC 6750 §2.1) or the form body (§2.2)."""
-    token_string = _bearer_token()
+    """OIDC Core §5.3: a bearer token in the header (RFC 6750 §2.1) or the form body (§2.2), or
+    a DPoP-bound token as ``Authorization: DPoP`` with a proof of this request (RFC 9449 §7)."""
+    scheme, token_string = _access_token()
     token = _find_token(token_string, "access_token")
+    challenge = resource_challenge(scheme)
     if token is None:
         raise Unauthorized("the access token is invalid, expired or revoked",
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+                           headers={"WWW-Authenticate": f'{challenge} error="invalid_token"'})
     row = token.row
     client = query_client(row.client_id)
     session = current_db()
     account = session.get(Account, row.account_id)
     if client is None or account is None or not consent_active(session, account.id, client.client_id):
         raise Unauthorized("the grant behind this token has ended",
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+                           headers={"WWW-Authenticate": f'{challenge} error="invalid_token"'})
+    check_sender(scheme, token_string, row.dpop_jkt, services().policy[client.category].dpop_nonce)
     if "openid" not in row.scope.split():
         raise ProtocolError("the token was not issued for openid", error="insufficient_scope", status=403,
                             headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
@@ -119,18 +134,50 @@ def _signed_userinfo(body: dict[str, Any], client: RegisteredClient, alg: str) -
     return Response(token, content_type="application/jwt")
 
 
-def _bearer_token() -> str:
+def _access_token() -> tuple[str, str]:
+    """The authentication scheme (``Bearer`` or ``DPoP``) and the access token."""
     header = request.headers.get("Authorization", "")
-    from_header = header[7:].strip() if header[:7].lower() == "bearer " else None
+    scheme, _, value = header.partition(" ")
+    scheme = {"bearer": "Bearer", "dpop": "DPoP"}.get(scheme.lower(), "")
+    from_header = value.strip() if scheme else None
     from_body = request.form.get("access_token") if request.method == "POST" and request.mimetype == \
         "application/x-www-form-urlencoded" else None
     if from_header and from_body:
         raise InvalidRequest("send the access token once (RFC 6750 §2)")
-    value = from_header or from_body
-    if not value:
-        raise Unauthorized("an access token is required",
-                           headers={"WWW-Authenticate": 'Bearer realm="userinfo"'})
-    return value
+    if from_header:
+        return scheme, from_header
+    if not from_body:
+        raise Unauthorized("an access token is required", headers={
+            "WWW-Authenticate": f'Bearer realm="userinfo", DPoP algs="{" ".join(dpop.SIGNING_ALGS)}"'})
+    return "Bearer", from_body
+
+
+def resource_challenge(scheme: str) -> str:
+    """RFC 9449 §7.1: a DPoP request is answered with a DPoP challenge, naming the algorithms."""
+    return f'DPoP algs="{" ".join(dpop.SIGNING_ALGS)}",' if scheme == "DPoP" else "Bearer"
+
+
+def check_sender(scheme: str, access_token: str, jkt: str | None, require_nonce: bool) -> None:
+    """RFC 9449 §7: a DPoP-bound token only with the DPoP scheme and a proof by its key
+    (``htm``, ``htu``, ``ath``); never as a bearer token (§7.2). A bearer token stays a bearer
+    token: presented as DPoP it is refused, so a client cannot confuse the two."""
+    if jkt is None:
+        if scheme == "DPoP":
+            raise Unauthorized("this access token is not DPoP-bound", headers={
+                "WWW-Authenticate": f'{resource_challenge(scheme)} error="invalid_token"'})
+        return
+    if scheme != "DPoP":
+        raise Unauthorized("a DPoP-bound access token must be sent with the DPoP scheme and a proof",
+                           headers={"WWW-Authenticate":
+                                    f'{resource_challenge("DPoP")} error="invalid_token"'})
+    try:
+        proof = dpop.proof_of_request("/userinfo", access_token=access_token, require_nonce=require_nonce)
+    except dpop.DPoPError as exc:
+        headers = {"WWW-Authenticate": f'{resource_challenge("DPoP")} error="{exc.error}"'}
+        raise Unauthorized(exc.description, error=exc.error, headers=headers) from None
+    if proof is None or not hmac.compare_digest(proof.jkt, jkt):
+        raise Unauthorized("the DPoP proof is missing or made with another key", error="invalid_dpop_proof",
+                           headers={"WWW-Authenticate": f'{resource_challenge("DPoP")} error="invalid_dpop_proof"'})
 
 
 @bp.post("/register")

@@ -53,6 +53,8 @@ class CategoryPolicy:
     access_token_lifetime: int
     refresh_tokens: bool
     refresh_token_lifetime: int
+    require_dpop: bool = False
+    dpop_nonce: bool = False
 
     @property
     def age_thresholds(self) -> tuple[int, ...]:
@@ -68,6 +70,8 @@ class CategoryPolicy:
             "access_token_lifetime": self.access_token_lifetime,
             "refresh_tokens": self.refresh_tokens,
             "refresh_token_lifetime": self.refresh_token_lifetime,
+            "require_dpop": self.require_dpop,
+            "dpop_nonce": self.dpop_nonce,
         }
 
 
@@ -155,7 +159,7 @@ def _category(where: str, name: str, values: Mapping[str, Any]) -> CategoryPolic
         return PolicyError(f"{where}: categories.{name}.{key}: {why}")
 
     known = {"claims", "acr", "token_endpoint_auth_methods", "require_par", "require_pkce",
-             "access_token_lifetime", "refresh_tokens", "refresh_token_lifetime"}
+             "access_token_lifetime", "refresh_tokens", "refresh_token_lifetime", "require_dpop", "dpop_nonce"}
     for key in values:
         if key not in known:
             raise fail(key, "unknown key")
@@ -173,7 +177,7 @@ def _category(where: str, name: str, values: Mapping[str, Any]) -> CategoryPolic
     if (not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods)
             or not set(methods) <= AUTH_METHODS):
         raise fail("token_endpoint_auth_methods", f"must be a non-empty list from {sorted(AUTH_METHODS)}")
-    for key in ("require_par", "require_pkce", "refresh_tokens"):
+    for key in ("require_par", "require_pkce", "refresh_tokens", "require_dpop", "dpop_nonce"):
         if not isinstance(values.get(key), bool):
             raise fail(key, "must be true or false")
     for key in ("access_token_lifetime", "refresh_token_lifetime"):
@@ -192,4 +196,6 @@ def _category(where: str, name: str, values: Mapping[str, Any]) -> CategoryPolic
         access_token_lifetime=values["access_token_lifetime"],
         refresh_tokens=values["refresh_tokens"],
         refresh_token_lifetime=values["refresh_token_lifetime"],
+        require_dpop=values["require_dpop"],
+        dpop_nonce=values["dpop_nonce"],
     )

@@ -245,6 +245,8 @@ class AuthorizationCode(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column(default=None)
+    # RFC 9449 §10: the JWK thumbprint the code is bound to (``dpop_jkt`` or a DPoP proof at PAR)
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Token(Base):
@@ -273,6 +275,8 @@ class Token(Base):
     expires_in: Mapped[int] = mapped_column(Integer)
     refresh_expires_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # RFC 9449 §6: the access token (and a public client's refresh token, §5) is bound to this key
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Consent(Base):

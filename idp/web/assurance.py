@@ -16,10 +16,12 @@ from flask.typing import ResponseReturnValue
 from idp import audit
 from idp.clients.registry import RegisteredClient
 from idp.context import services
+from idp.errors import AccessDenied
 from idp.oidc.authorize import error_redirect
 from idp.oidc.session import current_db
 from idp.policy import ACR_DEVICE_HARDWARE, acr_rank
 from idp.storage.models import AuthorizationTransaction
+from idp.storage.single_use import compare_and_set
 
 
 def refusal(txn: AuthorizationTransaction, client: RegisteredClient, redirect_uri: str,
@@ -28,8 +30,10 @@ def refusal(txn: AuthorizationTransaction, client: RegisteredClient, redirect_ur
     required = services().policy[client.category].acr
     if acr_rank(txn.acr) >= acr_rank(required):
         return None
-    txn.state = "denied"  # kept with its audit entry: the refusal is final for this transaction
-    g.commit_despite_error = True
+    if not compare_and_set(current_db(), AuthorizationTransaction, AuthorizationTransaction.id == txn.id,
+                           AuthorizationTransaction.state == "authenticated", state="denied"):
+        raise AccessDenied("this sign-in has already been answered", error="already_answered")
+    g.commit_despite_error = True  # the refusal is final for this transaction, kept with its audit entry
     audit.record(current_db(), "login.assurance_refused", account=txn.account_id, client=client.client_id,
                  reached=txn.acr, required=required)
     back = error_redirect(redirect_uri, "access_denied",

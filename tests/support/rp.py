@@ -34,6 +34,8 @@ from jwcrypto.jws import JWS
 from jwcrypto.jwt import JWT
 
 from tests.support.authenticator import SoftAuthenticator
+from tests.support.dpop import DPoPKey
+from tests.support.dpop import send as send_dpop
 from tests.support.http import HttpError, body_of
 from tests.support.wallet import Enrolled, Wallet
 
@@ -644,6 +646,7 @@ class RelyingParty:
         assertion_audience: str = "issuer",
         require_at_hash: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
+        dpop: DPoPKey | None = None,
     ) -> None:
         self.provider = dict(provider)
         self.client = dict(client)
@@ -660,6 +663,8 @@ class RelyingParty:
         self.last_request: AuthorizationRequest | None = None
         self._pending: dict[str, AuthorizationRequest] = {}
         self._jwks: JWKSet | None = None
+        # RFC 9449: financial clients must send DPoP proofs (FAPI 2.0); others may
+        self.dpop = dpop or (DPoPKey() if client.get("rp_category") == "financial" else None)
 
     # construction ----------------------------------------------------------------------
     @classmethod
@@ -838,7 +843,12 @@ class RelyingParty:
         if not endpoint:
             raise RPError(0, {"error": "no pushed_authorization_request_endpoint in discovery"})
         params = parse_qsl(urlsplit(url).query, keep_blank_values=True)
-        answer = _checked(self.session.post(endpoint, data=params, auth=self.client_auth(), timeout=self.timeout))
+        if self.dpop is not None:
+            response = send_dpop(self.session, self.dpop, "POST", endpoint, data=params, auth=self.client_auth(),
+                                 timeout=self.timeout)
+        else:
+            response = self.session.post(endpoint, data=params, auth=self.client_auth(), timeout=self.timeout)
+        answer = _checked(response)
         query = urlencode({"client_id": self.client_id, "request_uri": answer["request_uri"]})
         return f"{self.provider['authorization_endpoint']}?{query}"
 
@@ -884,26 +894,47 @@ class RelyingParty:
 
     def exchange(self, code: str, request: AuthorizationRequest, **extra: Any) -> TokenResult:
         """The token request (authorization_code with the PKCE verifier) via authlib."""
-        responses: list[requests.Response] = []
-        oauth = self.oauth_session(responses.append)
-        try:
-            token = oauth.fetch_token(
+        def call(oauth: OAuth2Session, headers: dict[str, str]) -> Any:
+            return oauth.fetch_token(
                 self.provider["token_endpoint"],
                 grant_type="authorization_code",
                 code=code,
                 redirect_uri=request.redirect_uri,
                 code_verifier=request.code_verifier,
                 timeout=self.timeout,
+                headers=headers,
                 **extra,
             )
-        except OAuthError as exc:
-            response = responses[-1] if responses else None
-            status = response.status_code if response is not None else 0
-            raise RPError(status, {"error": exc.error, "error_description": exc.description}, response) from exc
-        return self._token_result(dict(token), request)
+
+        return self._token_result(self._token_call(call), request)
+
+    def _token_call(self, call: Callable[[OAuth2Session, dict[str, str]], Any]) -> dict:
+        """One token-endpoint call through authlib, with a DPoP proof when this RP has a key,
+        retried once when the IdP demands a nonce (RFC 9449 §8)."""
+        for attempt in range(2):
+            responses: list[requests.Response] = []
+            oauth = self.oauth_session(responses.append)
+            headers = {"Accept": "application/json",
+                       "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8"}
+            if self.dpop is not None:
+                headers["DPoP"] = self.dpop.proof("POST", self.provider["token_endpoint"])
+            try:
+                token = call(oauth, headers)
+            except OAuthError as exc:
+                response = responses[-1] if responses else None
+                if self.dpop is not None and response is not None and self.dpop.remember_nonce(response) \
+                        and attempt == 0:
+                    continue
+                status = response.status_code if response is not None else 0
+                raise RPError(status, {"error": exc.error, "error_description": exc.description}, response) from exc
+            if self.dpop is not None and responses:
+                self.dpop.remember_nonce(responses[-1])
+            return dict(token)
+        raise AssertionError("unreachable")
 
     def _token_result(self, token: dict, request: AuthorizationRequest | None) -> TokenResult:
-        if str(token.get("token_type", "")).lower() != "bearer":
+        expected = "dpop" if self.dpop is not None else "bearer"
+        if str(token.get("token_type", "")).lower() != expected:
             raise RPError(200, {"error": "bad_token_type", "token": token})
         if "id_token" not in token:
             if request is not None and "openid" in request.scope.split():
@@ -931,17 +962,11 @@ class RelyingParty:
 
     def refresh(self, refresh_token: str, **extra: Any) -> TokenResult:
         """Refresh grant; an ID token in the answer is validated (OIDC Core §12.2)."""
-        responses: list[requests.Response] = []
-        oauth = self.oauth_session(responses.append)
-        try:
-            token = oauth.refresh_token(
-                self.provider["token_endpoint"], refresh_token=refresh_token, timeout=self.timeout, **extra
-            )
-        except OAuthError as exc:
-            response = responses[-1] if responses else None
-            status = response.status_code if response is not None else 0
-            raise RPError(status, {"error": exc.error, "error_description": exc.description}, response) from exc
-        return self._token_result(dict(token), None)
+        def call(oauth: OAuth2Session, headers: dict[str, str]) -> Any:
+            return oauth.refresh_token(self.provider["token_endpoint"], refresh_token=refresh_token,
+                                       timeout=self.timeout, headers=headers, **extra)
+
+        return self._token_result(self._token_call(call), None)
 
     def revoke(self, token: str, token_type_hint: str | None = None) -> requests.Response:
         """RFC 7009 revocation; returns the raw response (200 even for unknown tokens)."""
@@ -1019,7 +1044,11 @@ class RelyingParty:
         """
         endpoint = self.provider["userinfo_endpoint"]
         bearer = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
-        if method == "GET":
+        if self.dpop is not None and method != "POST-body":  # RFC 9449 §7: the DPoP scheme and a proof
+            response = send_dpop(self.session, self.dpop, "GET" if method == "GET" else "POST", endpoint,
+                                 access_token=access_token, headers={"Accept": "application/json"},
+                                 timeout=self.timeout)
+        elif method == "GET":
             response = self.session.get(endpoint, headers=bearer, timeout=self.timeout)
         elif method == "POST-header":
             response = self.session.post(endpoint, headers=bearer, timeout=self.timeout)

@@ -1,14 +1,14 @@
 """cross-device sessions scoped to the one authorization they were approved for
 
-Revision ID: 0004_i10_scoped_sessions
-Revises: 0003_i9_token_families_lockout
+Revision ID: 0014_i10_scoped_sessions
+Revises: 0013_i13_dpop
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0004_i10_scoped_sessions"
-down_revision = "0003_i9_token_families_lockout"
+revision = "0014_i10_scoped_sessions"
+down_revision = "0013_i13_dpop"
 branch_labels = None
 depends_on = None
 
