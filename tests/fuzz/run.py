@@ -80,7 +80,7 @@ def fuzz(tmp: Path, *, examples: int, seed: int = 1, workers: int = 2, max_time:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=150, help="generated examples per operation and run")
+    parser.add_argument("--examples", type=int, default=300, help="generated examples per operation and run")
     parser.add_argument("--minimum", type=int, default=10_000, help="requests the run must reach")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
