@@ -54,7 +54,13 @@ class Meter:
         self.recording = False
         self.profiler = profiler
         self.lock = threading.Lock()
-        self.trace: list[str] | None = None  # statements of the requests, when tracing
+        self.trace: list[tuple[str, str, Any]] | None = None  # (request, statement, parameters) when tracing
+        self.flow_cpu: dict[str, list[float]] = defaultdict(list)  # by flow kind: app CPU of each flow
+        self.flow_statements: dict[str, list[int]] = defaultdict(list)
+
+    def totals(self) -> tuple[float, int]:
+        with self.lock:
+            return sum(sum(v) for v in self.cpu.values()), sum(self.statements.values())
 
     def __call__(self, environ: dict, start_response: Any) -> Any:
         key = f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"
@@ -88,7 +94,7 @@ class Meter:
                     if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE"):
                         self.writes[key] += 1
                     if self.trace is not None:
-                        self.trace.append(f"{key:<24} {' '.join(statement.split())[:150]}")
+                        self.trace.append((key, statement, parameters))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,8 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=lf.ROOT, help="folder whose idp/ package is measured")
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     parser.add_argument("--cprofile", type=Path, help="write a cProfile (pstats) of the measured requests here")
+    parser.add_argument("--seed-accounts", type=int, default=0,
+                        help="insert this many extra accounts, each with an active device and a consent, first")
+    parser.add_argument("--seed-clients", type=int, default=0, help="insert this many extra clients first")
     parser.add_argument("--trace-sql", action="store_true",
-                        help="print the SQL statements of the last measured flow, by request")
+                        help="print the SQL statements of the last measured flow, by request, with the database's "
+                             "query plan of each (a full table scan is flagged)")
     args = parser.parse_args(argv)
     if args.source.resolve() != lf.SOURCE:
         parser.error("--source must be given as a command-line argument")
@@ -130,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             initialise(settings)
             meter.app = create_app(settings)
             meter.count_statements(meter.app.extensions["idp"].db.engine)
+            if args.seed_accounts or args.seed_clients:
+                seed(meter.app.extensions["idp"].db.engine, args.seed_accounts, args.seed_clients)
             thread.start()
             handle = lf.Server(base_url, None, folder / "none.log", env["IDP_REGISTRATION_TOKEN"], jpki_ca)  # type: ignore[arg-type]
             rps = lf.register_rps(handle)
@@ -144,15 +156,19 @@ def main(argv: list[str] | None = None) -> int:
             for number in range(args.flows):
                 if args.trace_sql and number == args.flows - 1:
                     meter.trace = []
-                kinds[client.run_one().kind] += 1
+                cpu_before, statements_before = meter.totals()
+                kind = client.run_one().kind
+                cpu_after, statements_after = meter.totals()
+                kinds[kind] += 1
+                meter.flow_cpu[kind].append(cpu_after - cpu_before)
+                meter.flow_statements[kind].append(statements_after - statements_before)
             elapsed = time.perf_counter() - started
             meter.recording = False
             client.close()
             report = build_report(meter, args, dict(kinds), elapsed)
             print_report(report)
             if meter.trace is not None:
-                print("\nSQL statements of the last flow:")
-                print("\n".join(f"  {line}" for line in meter.trace))
+                print_plans(meter.app.extensions["idp"].db.engine, meter.trace)
             if args.json:
                 args.json.write_text(json.dumps(report, indent=2) + "\n")
                 lf.log(f"figures written to {args.json}")
@@ -164,6 +180,73 @@ def main(argv: list[str] | None = None) -> int:
         server.shutdown()
         shutil.rmtree(folder, ignore_errors=True)
     return 0
+
+
+def print_plans(engine: Any, trace: list[tuple[str, str, Any]]) -> None:
+    """Each statement of a flow with its plan (SQLite EXPLAIN QUERY PLAN, PostgreSQL EXPLAIN):
+    every lookup of the hot path must use an index; a full scan is flagged."""
+    sqlite = engine.dialect.name == "sqlite"
+    scans = 0
+    print("\nSQL statements of the last flow, with their plans:")
+    with engine.connect() as connection:
+        for key, statement, parameters in trace:
+            print(f"  {key:<24} {' '.join(statement.split())[:140]}")
+            if statement.lstrip()[:6].upper() == "INSERT":
+                continue
+            rows = connection.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement,
+                                              parameters).all()
+            plan = [str(row[-1] if sqlite else row[0]) for row in rows]
+            # a table scan: SQLite "SCAN t" (not "SCAN ... USING INDEX"), PostgreSQL "Seq Scan"
+            full = [line for line in plan if (sqlite and line.startswith("SCAN") and "USING" not in line)
+                    or (not sqlite and "Seq Scan" in line)]
+            scans += bool(full)
+            print(f"  {'':<24}   plan: {' | '.join(line.strip() for line in plan)[:160]}{'   <-- FULL SCAN' if full else ''}")
+            connection.rollback()
+    print(f"  statements with a full table scan: {scans}")
+
+
+def seed(engine: Any, accounts: int, clients: int, batch: int = 5000) -> None:
+    """Grow the tables the hot path reads, straight into the database (no HTTP, no crypto):
+    accounts with an active device certificate and a consent to one of the seeded clients,
+    and clients, so a login can be measured against a populated deployment."""
+    import datetime as dt
+    import secrets
+
+    from sqlalchemy import insert
+
+    from idp.storage.models import Account, Client, Consent, DeviceCertificate
+
+    started = time.perf_counter()
+    now = dt.datetime.now(dt.timezone.utc)
+    later = now + dt.timedelta(days=365)
+    client_ids = [f"seed-client-{n:06d}" for n in range(max(clients, 1 if accounts else 0))]
+    with engine.begin() as connection:
+        for start in range(0, len(client_ids), batch):
+            connection.execute(insert(Client), [
+                {"client_id": cid, "client_secret": secrets.token_hex(32), "client_id_issued_at": int(now.timestamp()),
+                 "rp_category": "municipal", "sector_identifier": f"seed{n}.example", "created_at": now,
+                 "registration_access_token_hash": secrets.token_hex(32),
+                 "client_metadata": {"redirect_uris": [f"https://seed{n}.example/cb"], "client_name": f"Seed {n}",
+                                     "rp_category": "municipal", "token_endpoint_auth_method": "client_secret_basic"}}
+                for n, cid in enumerate(client_ids[start:start + batch], start)])
+    for start in range(0, accounts, batch):
+        numbers = range(start, min(start + batch, accounts))
+        with engine.begin() as connection:
+            connection.execute(insert(Account), [
+                {"id": f"seed-{n:09d}", "created_at": now, "name": f"Seed Person {n}", "name_substitution": "",
+                 "gender": "1", "date_of_birth": "19800101", "address": "Tokyo", "address_substitution": "",
+                 "verified_at": now, "attributes_current": True} for n in numbers])
+            connection.execute(insert(DeviceCertificate), [
+                {"serial": f"5eed{n:038x}", "account_id": f"seed-{n:09d}", "credential_id": secrets.token_bytes(32),
+                 "user_handle": secrets.token_bytes(32), "public_key_cose": b"seed", "certificate_der": b"seed",
+                 "state": "active", "issued_at": now, "not_after": later, "sign_count": 0, "backup_eligible": False,
+                 "hardware_attested": False, "aaguid": "", "model_hint": "", "failed_attempts": 0, "lock_count": 0}
+                for n in numbers])
+            connection.execute(insert(Consent), [
+                {"account_id": f"seed-{n:09d}", "client_id": client_ids[n % len(client_ids)], "claims": ["name"],
+                 "scopes": [], "purpose": "", "policy_version": "seed", "granted_at": now} for n in numbers])
+    lf.log(f"seeded {accounts} accounts (device, consent each) and {len(client_ids)} clients "
+           f"in {time.perf_counter() - started:.1f} s")
 
 
 def build_report(meter: Meter, args: argparse.Namespace, kinds: dict[str, int], elapsed: float) -> dict[str, Any]:
@@ -184,11 +267,18 @@ def build_report(meter: Meter, args: argparse.Namespace, kinds: dict[str, int], 
         }
     return {
         "config": {"database": "postgresql" if args.database_url else "sqlite", "flows": args.flows,
-                   "people": args.people, "source": str(args.source), "commit": lf.source_commit(args.source)},
+                   "people": args.people, "source": str(args.source), "commit": lf.source_commit(args.source),
+                   "seeded_accounts": args.seed_accounts, "seeded_clients": args.seed_clients},
         "flow_kinds": kinds,
         "sequential_flows_per_s": round(args.flows / elapsed, 2),
         "app_cpu_ms_per_flow": round(1000 * total_cpu / args.flows, 2),
         "sql_per_flow": round(sum(meter.statements.values()) / args.flows, 1),
+        "by_flow_kind": {
+            kind: {"flows": len(cpu), "app_cpu_ms_per_flow": round(1000 * sum(cpu) / len(cpu), 2),
+                   "app_cpu_p50_ms": round(1000 * lf.percentile(sorted(cpu), 50), 2),
+                   "sql_per_flow": round(sum(meter.flow_statements[kind]) / len(cpu), 1)}
+            for kind, cpu in sorted(meter.flow_cpu.items())
+        },
         "endpoints": endpoints,
     }
 
@@ -206,6 +296,10 @@ def print_report(report: dict[str, Any]) -> None:
     print("  (times in ms; SQL/req counts statements sent to the database, writes the INSERT/UPDATE/DELETE)")
     print(f"  app CPU per flow: {report['app_cpu_ms_per_flow']:.1f} ms, {report['sql_per_flow']:.0f} SQL statements; "
           f"{report['sequential_flows_per_s']:.1f} sequential flows/s (driver included)")
+    for kind, figures in report["by_flow_kind"].items():
+        label = "remembered-consent login" if kind == "login" else kind
+        print(f"  per {label} ({figures['flows']} flows): {figures['app_cpu_ms_per_flow']:.1f} ms app CPU "
+              f"(p50 {figures['app_cpu_p50_ms']:.1f}), {figures['sql_per_flow']:.0f} SQL statements")
 
 
 if __name__ == "__main__":

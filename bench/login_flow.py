@@ -250,6 +250,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serve_command(args: argparse.Namespace, port: int) -> list[str]:
+    """``idp serve`` (gunicorn, gthread or sync workers), or for comparison the same app under
+    granian's WSGI interface (``--worker-class granian``; granian installed by hand, not a dependency)."""
+    if args.worker_class == "granian":
+        return [str(Path(sys.executable).parent / "granian"), "--interface", "wsgi", "--host", LOOPBACK,
+                "--port", str(port), "--workers", str(args.workers), "--blocking-threads", str(args.threads),
+                "--no-access-log", "--factory", "idp:create_app"]
+    options = ["--worker-class", args.worker_class] if args.worker_class != "gthread" else []
+    options += ["--threads", str(args.threads)] if args.threads != 4 else []  # older commits know neither option
+    return idp_command() + ["serve", "--host", LOOPBACK, "--port", str(port), "--workers", str(args.workers), *options]
+
+
 def idp_command() -> list[str]:
     """The ``idp`` console script of this interpreter's environment (else ``python -m idp.cli``)."""
     script = Path(sys.executable).parent / "idp"
@@ -361,7 +373,7 @@ def deployment(args: argparse.Namespace) -> Iterator[Server]:
             log_path = folder / "server.log"
             with open(log_path, "wb") as server_log:
                 process = subprocess.Popen(
-                    idp_command() + ["serve", "--host", LOOPBACK, "--port", str(port), "--workers", str(args.workers)],
+                    serve_command(args, port),
                     env=env, cwd=folder, stdout=server_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True,
                 )
@@ -826,6 +838,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes (4 threads each)")
+    parser.add_argument("--worker-class", choices=("gthread", "sync", "granian"), default="gthread",
+                        help="gunicorn worker class of idp serve, or granian (pip install granian first)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
     parser.add_argument("--concurrency", "-c", type=int, default=8, help="concurrent client threads (browsers)")
     parser.add_argument("--duration", "-d", type=float, default=20.0, help="seconds of measured load")
     parser.add_argument("--flows", "-k", type=int, default=0,
@@ -940,7 +955,8 @@ def main(argv: list[str] | None = None) -> int:
                 "source": str(args.source),
                 "commit": source_commit(args.source),
                 "database": "postgresql" if args.database_url else "sqlite",
-                "workers": args.workers, "threads_per_worker": 4, "concurrency": min(args.concurrency, len(people)),
+                "workers": args.workers, "worker_class": args.worker_class,
+                "threads_per_worker": args.threads if args.worker_class == "gthread" else 1, "concurrency": min(args.concurrency, len(people)),
                 "people": len(people), "duration_s": args.duration, "flows_limit": args.flows,
                 "warmup_s": args.warmup, "keep_session": args.keep_session,
                 "rps": {c: s for c, (s, _) in RPS.items()},

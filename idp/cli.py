@@ -55,19 +55,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from idp import create_app
     from idp.context import initialise
 
+    from idp.ops import logs
+
     initialise(settings)
-    if settings.development and not settings.registration_token:
-        print("warning: IDP_REGISTRATION_TOKEN is unset: client registration is open (development issuer)",
-              file=sys.stderr)
     app = create_app(settings)
+    logs.configure()  # after start-up: a refusal to start stays one plain line (main)
+    if settings.development and not settings.registration_token:
+        logs.access.getChild("serve").warning(
+            "IDP_REGISTRATION_TOKEN is unset: client registration is open (development issuer)")
     workers = args.workers or min(multiprocessing.cpu_count() + 1, 8)  # gthread workers, 4 threads each
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", workers)
-            self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 4)
+            self.cfg.set("worker_class", args.worker_class)
+            self.cfg.set("threads", args.threads if args.worker_class == "gthread" else 1)
             self.cfg.set("accesslog", None)
             self.cfg.set("timeout", 30)
             # X-Forwarded-* are trusted only as IDP_PROXY_HOPS says, by ProxyFix in the app;
@@ -75,6 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             self.cfg.set("forwarded_allow_ips", "*" if settings.proxy_hops else "")
             self.cfg.set("graceful_timeout", serving.GRACEFUL_TIMEOUT)
             self.cfg.set("child_exit", serving.child_exit)
+            self.cfg.set("logger_class", serving.json_logger_class())
             self.cfg.set("post_fork", serving.post_fork_engine(app.extensions["idp"].db.engine))
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25
                 # No management socket: its default path is shared by every instance on the host.
@@ -84,7 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         def load(self):  # type: ignore[no-untyped-def]
             return app
 
-    print(f"serving {settings.issuer} on http://{args.host}:{args.port} with {workers} workers", file=sys.stderr)
+    logs.access.getChild("serve").info("serving %s on http://%s:%s with %d workers", settings.issuer, args.host,
+                                       args.port, workers)
     Server().run()
 
 
@@ -101,7 +106,9 @@ def _in_transaction(work: Callable[..., str]) -> str:
     try:
         with services.db.transaction() as session:
             session.info[audit.ANCHOR_DIR_KEY] = services.settings.keys_dir
-            return work(session, services)
+            result = work(session, services)
+        audit.flush_anchor()  # a command's entries are anchored before it returns
+        return result
     finally:
         services.db.dispose()
 
@@ -173,23 +180,49 @@ def cmd_jpki_refresh_crls(args: argparse.Namespace) -> None:
     print(_in_transaction(apply_jpki_revocations))
 
 
+def _verified(session, anchor) -> str:  # type: ignore[no-untyped-def]
+    """Verify the whole log (streaming); the summary line, or a CommandError naming the break."""
+    from idp import audit
+
+    result = audit.check(session, anchor)
+    if result.broken is not None:
+        raise CommandError(f"audit chain broken at entry {result.broken.seq}: {result.broken.reason}")
+    if anchor:
+        heads = ", ".join(f"entry {h.seq}" + (f" of chain {c}" if c else "") for c, h in sorted(anchor.items()))
+        anchored = f", head anchor at {heads}"
+    else:
+        anchored = ", no head anchor yet"
+    return f"audit chain intact: {result.entries} entries in {result.chains} chain(s){anchored}"
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> None:
     from idp import audit
 
-    settings = _settings()
-    anchor = audit.read_head(settings.keys_dir)  # before the entries: later commits only lengthen the log
+    anchor = audit.read_anchor(_settings().keys_dir)  # before the entries: later commits only lengthen the log
+    print(_in_transaction(lambda session, services: _verified(session, anchor)))
+
+
+def cmd_audit_archive(args: argparse.Namespace) -> None:
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from idp import audit
+
+    try:
+        before = datetime.fromisoformat(args.before)
+    except ValueError:
+        raise CommandError(f"--before {args.before!r} is not an ISO date (YYYY-MM-DD)") from None
+    before = before if before.tzinfo else before.replace(tzinfo=timezone.utc)
+    out = Path(args.out)
+    if out.exists():
+        raise CommandError(f"{out} exists: archives are never overwritten")
+    anchor = audit.read_anchor(_settings().keys_dir)
 
     def work(session, services):  # type: ignore[no-untyped-def]
-        broken = audit.verify(session, anchor)
-        if broken is not None:
-            raise CommandError(f"audit chain broken at entry {broken.seq}: {broken.reason}")
-        count = session.scalar(select(func.count()).select_from(AuditEntry))
-        anchored = f", head anchor at entry {anchor.seq}" if anchor else ", no head anchor yet"
-        return f"audit chain intact: {count} entries{anchored}"
-
-    from sqlalchemy import func, select
-
-    from idp.storage.models import AuditEntry
+        _verified(session, anchor)  # never archive (and prune) a log that does not verify
+        count = audit.archive(session, before, out)
+        return f"archived {count} entries recorded before {before.date().isoformat()} to {out}" if count else \
+            "nothing to archive"
 
     print(_in_transaction(work))
 
@@ -238,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=0)
+    serve.add_argument("--worker-class", choices=("gthread", "sync"), default="gthread",
+                       help="gunicorn worker class (bench/README.md compares them)")
+    serve.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
     serve.set_defaults(func=cmd_serve)
 
     ca = sub.add_parser("ca").add_subparsers(dest="ca_command", required=True)
@@ -256,7 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_jpki_refresh_crls)
 
     audit_cmd = sub.add_parser("audit").add_subparsers(dest="audit_command", required=True)
-    audit_cmd.add_parser("verify", help="check the audit hash chain").set_defaults(func=cmd_audit_verify)
+    audit_cmd.add_parser("verify", help="check the audit hash chains").set_defaults(func=cmd_audit_verify)
+    archive = audit_cmd.add_parser("archive", help="export verified entries older than a date, then prune them")
+    archive.add_argument("--before", required=True, help="ISO date: entries recorded before it")
+    archive.add_argument("--out", required=True, help="new JSON-lines file to write")
+    archive.set_defaults(func=cmd_audit_archive)
 
     keys = sub.add_parser("keys").add_subparsers(dest="keys_command", required=True)
     rotate = keys.add_parser("rotate", help="publish new signing keys, use them after a grace period")

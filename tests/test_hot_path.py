@@ -11,7 +11,7 @@ import requests
 from idp.web.login import qr_svg
 from tests.conftest import RunningIdP
 from tests.support import core
-from tests.support.rp import RelyingParty
+from tests.support.rp import RelyingParty, browser_login
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +44,19 @@ def test_qr_image_is_refused_to_another_browser_and_unknown_transactions(idp: Ru
         core.error_of(stranger.get(f"{idp.base_url}/login/qr", params={"txn": txn}, timeout=10), status=403)
     core.error_of(browser.get(f"{idp.base_url}/login/qr", params={"txn": "no-such-txn"}, timeout=10), status=404)
     core.error_of(browser.get(f"{idp.base_url}/login/qr", timeout=10), status=400)
+
+
+def test_userinfo_takes_access_tokens_only(idp: RunningIdP, browser) -> None:  # type: ignore[no-untyped-def]
+    """The one-statement bearer lookup accepts the access token and nothing else (RFC 6750 §1.2)."""
+    rp = RelyingParty.register(idp.base_url, redirect_uri="http://127.0.0.1:9/hot/cb", rp_category="municipal",
+                               scope="openid profile", grant_types=["authorization_code", "refresh_token"])
+    wallet = idp.wallet()
+    enrolled = wallet.enroll(idp.card())
+    location = rp.start(browser, scope="openid profile offline_access", prompt="consent")
+    result = rp.finish(browser_login(browser, idp.base_url, location, wallet, enrolled))
+    assert result.token.get("refresh_token")
+    assert rp.userinfo(result.access_token)["sub"] == result.sub
+    for wrong in (result.token["refresh_token"], result.access_token + "x", "x" * 600):
+        response = requests.get(rp.provider["userinfo_endpoint"], headers={"Authorization": f"Bearer {wrong}"},
+                                timeout=10)
+        assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"]

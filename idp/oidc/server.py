@@ -40,7 +40,7 @@ from flask import Flask, g
 from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import Row, and_, bindparam, or_, select
 
 from idp import audit
 from idp.clients import fapi
@@ -52,7 +52,7 @@ from idp.oidc import dpop
 from idp.oidc.session import current_db
 from idp.oidc.token_family import revoke_tokens
 from idp.ops import metrics
-from idp.storage.models import Account, AuthorizationCode, Client, Token, utcnow
+from idp.storage.models import Account, AuthorizationCode, Client, Consent, Token, utcnow
 from idp.storage.single_use import compare_and_set
 
 ID_TOKEN_LIFETIME = 3600
@@ -154,10 +154,15 @@ def query_client(client_id: str) -> RegisteredClient | None:
         return None
     memo: dict[str, RegisteredClient | None] = g.setdefault("registered_clients", {})
     if client_id not in memo:
-        row = current_db().connection().execute(_CLIENT_BY_ID, {"client_id": client_id}).first()
-        memo[client_id] = RegisteredClient(row) if row is not None else None  # type: ignore[arg-type]
+        remember_client(client_id, current_db().connection().execute(_CLIENT_BY_ID, {"client_id": client_id}).first())
     client = memo[client_id]
     return client if client is not None and client.active else None
+
+
+def remember_client(client_id: str, row: Client | Row[Any] | None) -> None:
+    """Keep a client row read in this request (alone, or joined to what the request loads first)."""
+    memo: dict[str, RegisteredClient | None] = g.setdefault("registered_clients", {})
+    memo[client_id] = RegisteredClient(row) if row is not None else None  # type: ignore[arg-type]
 
 
 # A client is read fresh on every request (an operator's `idp clients disable` in another process
@@ -268,7 +273,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if compare_and_set(session, AuthorizationCode, AuthorizationCode.code_hash == digest,
                            AuthorizationCode.client_id == client.client_id, AuthorizationCode.used_at.is_(None),
                            AuthorizationCode.expires_at > now, used_at=now):
-            return StoredCode(session.get(AuthorizationCode, digest))
+            # with its account, which the ID token needs next (one statement, both in the session)
+            spent, _account = session.execute(
+                select(AuthorizationCode, Account).join(Account, Account.id == AuthorizationCode.account_id)
+                .where(AuthorizationCode.code_hash == digest)).one()
+            return StoredCode(spent)
         row = session.get(AuthorizationCode, digest, populate_existing=True)
         if row is not None and row.client_id == client.client_id and row.used_at is not None:
             revoke_tokens(session, family=row.code_hash)
@@ -485,6 +494,36 @@ class Introspection(IntrospectionEndpoint):
             "iat": token.row.issued_at,
             **bound,  # RFC 9449 §6.2: the confirmation of a DPoP-bound token
         }
+
+
+@dataclass
+class BearerGrant:
+    """What an access token presented at a resource (RFC 6750) stands for."""
+
+    token: Token
+    account: Account
+    consent_active: bool
+
+
+def bearer_grant(token_string: str) -> BearerGrant | None:
+    """The live access token with its account and whether its consent still stands, in one
+    statement (OIDC Core §5.3.1). Only an access token is a bearer credential (RFC 6750 §1.2):
+    a refresh token presented here is unknown."""
+    if not isinstance(token_string, str) or len(token_string) > 512:
+        return None
+    found = current_db().execute(
+        select(Token, Account, Consent.id, Consent.withdrawn_at)
+        .join(Account, Account.id == Token.account_id)
+        .outerjoin(Consent, and_(Consent.account_id == Token.account_id, Consent.client_id == Token.client_id))
+        .where(Token.access_token_hash == token_hash(token_string))
+    ).first()
+    if found is None:
+        return None
+    row, account, consent_id, withdrawn_at = found
+    stored = StoredToken(row)
+    if stored.is_expired() or stored.is_revoked():
+        return None
+    return BearerGrant(row, account, consent_id is not None and withdrawn_at is None)
 
 
 def _find_token(token_string: str, hint: str | None) -> StoredToken | None:

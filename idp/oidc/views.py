@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from typing import Any
 
@@ -24,10 +25,10 @@ from idp.errors import InvalidRequest, ProtocolError, Unauthorized
 from idp.oidc import authorize as authorize_mod
 from idp.oidc import claims as claims_mod
 from idp.oidc import discovery, dpop, par
-from idp.oidc.server import _find_token, query_client
+from idp.oidc.server import bearer_grant, query_client
 from idp.oidc.session import current_db
-from idp.consent import consent_active, record_disclosure
-from idp.storage.models import Account, Client
+from idp.consent import record_disclosure
+from idp.storage.models import Client
 from idp.web.base64 import json_body
 
 bp = Blueprint("oidc", __name__)
@@ -45,7 +46,13 @@ def _no_store(response: Response) -> Response:
 
 @bp.get("/.well-known/openid-configuration")
 def openid_configuration() -> ResponseReturnValue:
-    return jsonify(discovery.metadata())
+    """Serialised once per process: the metadata follows from settings and policy alone."""
+    svc = services()
+    key = (id(svc.settings), id(svc.policy))
+    cached = current_app.extensions.get("idp.discovery")
+    if cached is None or cached[0] != key:
+        cached = current_app.extensions["idp.discovery"] = (key, json.dumps(discovery.metadata()).encode())
+    return Response(cached[1], mimetype="application/json")
 
 
 @bp.get("/jwks")
@@ -97,16 +104,15 @@ def userinfo() -> ResponseReturnValue:
     """OIDC Core §5.3: a bearer token in the header (RFC 6750 §2.1) or the form body (§2.2), or
     a DPoP-bound token as ``Authorization: DPoP`` with a proof of this request (RFC 9449 §7)."""
     scheme, token_string = _access_token()
-    token = _find_token(token_string, "access_token")
+    grant = bearer_grant(token_string)
     challenge = resource_challenge(scheme)
-    if token is None:
+    if grant is None:
         raise Unauthorized("the access token is invalid, expired or revoked",
                            headers={"WWW-Authenticate": f'{challenge} error="invalid_token"'})
-    row = token.row
+    row, account = grant.token, grant.account
     client = query_client(row.client_id)
     session = current_db()
-    account = session.get(Account, row.account_id)
-    if client is None or account is None or not consent_active(session, account.id, client.client_id):
+    if client is None or not grant.consent_active:
         raise Unauthorized("the grant behind this token has ended",
                            headers={"WWW-Authenticate": f'{challenge} error="invalid_token"'})
     check_sender(scheme, token_string, row.dpop_jkt, services().policy[client.category].dpop_nonce)

@@ -143,5 +143,7 @@ def _make_engine(url: str) -> Engine:
     if url.startswith("postgresql"):
         connect_args = {"connect_timeout": CONNECT_TIMEOUT,
                         "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"}
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=POOL_TIMEOUT,
+    # Sized to a worker: `idp serve` runs 4 request threads per process, each holding one
+    # connection for its request; the overflow covers background work (back-channel logout).
+    return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, pool_timeout=POOL_TIMEOUT,
                          connect_args=connect_args)

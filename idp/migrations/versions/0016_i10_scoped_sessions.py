@@ -1,14 +1,14 @@
 """cross-device sessions scoped to the one authorization they were approved for
 
-Revision ID: 0014_i10_scoped_sessions
-Revises: 0013_i13_dpop
+Revision ID: 0016_i10_scoped_sessions
+Revises: 0015_i16_phone_opened
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0014_i10_scoped_sessions"
-down_revision = "0013_i13_dpop"
+revision = "0016_i10_scoped_sessions"
+down_revision = "0015_i16_phone_opened"
 branch_labels = None
 depends_on = None
 
