@@ -24,7 +24,7 @@ def test_a_relayed_cross_device_approval_gives_no_account_access_and_no_sso(idp:
     assert "code" in dict(parse_qsl(urlsplit(callback).query)), "the relayed request itself is answered"
     account = attacker.get(idp.base_url + "/account", headers=HTML, timeout=10)
     assert account.status_code == 200 and 'data-action="passkey"' in account.text
-    assert "Your devices" not in account.text, "the account pages need a same-device signature"
+    assert 'data-role="devices"' not in account.text, "the account pages need a same-device signature"
     exported = attacker.post(idp.base_url + "/account/export", headers=HTML, timeout=10, allow_redirects=False)
     assert exported.status_code != 200 or "attachment" not in exported.headers.get("Content-Disposition", "")
     silent = dict(parse_qsl(urlsplit(other_rp.start(attacker, prompt="none")).query))
@@ -37,7 +37,7 @@ def test_a_same_device_login_keeps_single_sign_on_and_the_account_pages(idp: Run
     rp, other_rp = core.register(idp), core.register(idp)
     browser = requests.Session()
     browser_login(browser, idp.base_url, rp.start(browser), wallet, device)
-    assert "Your devices" in browser.get(idp.base_url + "/account", headers=HTML, timeout=10).text
+    assert 'data-role="devices"' in browser.get(idp.base_url + "/account", headers=HTML, timeout=10).text
     other_rp.start(browser, prompt="none")  # a consent_required error or a code, but not login_required
     assert dict(parse_qsl(urlsplit(other_rp.start(browser, prompt="none")).query)).get("error") != "login_required"
 
