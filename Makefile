@@ -55,6 +55,7 @@ conformance: install
 	$(BIN)/python -m conformance.run
 
 bench: install
+	$(BIN)/python bench/endpoint_cost.py
 	$(BIN)/python bench/login_flow.py
 
 clean:
