@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+# `make run PORT=8001` moves the issuer with the port (an IDP_ISSUER already set wins).
+PORT ?= 8000
 
 .PHONY: run test test-sqlite test-postgres conformance bench install translations messages browser-deps interop-deps clean
 
@@ -35,9 +37,11 @@ interop-deps:
 	elif command -v npm >/dev/null 2>&1; then npm --prefix tests/interop ci --no-audit --no-fund --loglevel=error || echo "openid-client not installed: the interop test will be skipped"; \
 	else echo "npm not found: the openid-client interop test will be skipped"; fi
 
+run: export IDP_ISSUER ?= http://localhost:$(PORT)
 run: install
 	$(BIN)/idp init
-	$(BIN)/idp serve --host 127.0.0.1 --port 8000
+	@echo "Open http://localhost:$(PORT)/demo/ (the passkey works at localhost, not 127.0.0.1)"
+	$(BIN)/idp serve --host 127.0.0.1 --port $(PORT)
 
 test: install browser-deps interop-deps
 	$(MAKE) test-sqlite

@@ -20,9 +20,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp.oidc import session as db_session
     from idp.oidc import views as oidc_views
     from idp.oidc.server import create_server
-    from idp.ops import health, metrics, outage
+    from idp.ops import health, logs, metrics, outage
     from idp.signing import web as signing_web
-    from idp.web import account, browser, consent, i18n, input_guard, login, ratelimit
+    from idp.web import account, browser, consent, dev_host, guide, i18n, input_guard, login, ratelimit
 
     settings = settings or Settings.from_env()
     services = load_services(settings)
@@ -37,17 +37,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["idp"] = services
     if settings.proxy_hops:  # the client address that rate limits count comes from X-Forwarded-For
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+    logs.init_app(app)
     errors.init_app(app)
     outage.init_app(app)
     signing_web.init_app(app)
     metrics.init_app(app, settings.metrics_token)
     metrics.instrument_pool(services.db.engine)
     input_guard.init_app(app)
+    dev_host.init_app(app, settings)
     db_session.init_app(app)
     browser.init_app(app)
     i18n.init_app(app)
     app.extensions["idp.oauth"] = create_server(app)
-    for blueprint in (health.bp, oidc_views.bp, enrollment.bp, login.bp, consent.bp, account.bp, ca_views.bp):
+    for blueprint in (health.bp, oidc_views.bp, enrollment.bp, login.bp, consent.bp, account.bp, ca_views.bp,
+                      guide.bp):
         app.register_blueprint(blueprint)
     ratelimit.init_app(app, settings)
     if settings.development:  # the newcomer's demo exists only on a localhost issuer

@@ -45,21 +45,31 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    """Serve; in development create what is missing first (PROTOCOL §1). Outside development
+    only ``idp init`` creates keys, CA, salt and secret: a missing one is a refusal naming
+    it, before anything is created (PROTOCOL §7.6), never a new identity for everyone."""
+    from idp.context import initialise, missing_for_serving
     from idp.ops import serving
 
     settings = _settings()
+    if not settings.development:
+        missing = missing_for_serving(settings)
+        if missing:
+            raise CommandError(f"refusing to start with issuer {settings.issuer}: missing {'; '.join(missing)}; "
+                               "create them with `idp init` (or restore the keys folder)")
     serving.prepare_metrics_dir()  # before prometheus_client is imported by the app
 
     from gunicorn.app.base import BaseApplication
 
     from idp import create_app
-    from idp.context import initialise
+    from idp.ops import logs
 
-    initialise(settings)
-    if settings.development and not settings.registration_token:
-        print("warning: IDP_REGISTRATION_TOKEN is unset: client registration is open (development issuer)",
-              file=sys.stderr)
+    initialise(settings)  # outside development all key material exists by now: only the schema may be new
     app = create_app(settings)
+    logs.configure()  # after start-up: a refusal to start stays one plain line (main)
+    if settings.development and not settings.registration_token:
+        logs.access.getChild("serve").warning(
+            "IDP_REGISTRATION_TOKEN is unset: client registration is open (development issuer)")
     workers = args.workers or min(multiprocessing.cpu_count() + 1, 8)  # gthread workers, 4 threads each
 
     class Server(BaseApplication):  # type: ignore[misc]
@@ -72,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             self.cfg.set("timeout", 30)
             self.cfg.set("graceful_timeout", serving.GRACEFUL_TIMEOUT)
             self.cfg.set("child_exit", serving.child_exit)
+            self.cfg.set("logger_class", serving.json_logger_class())
             self.cfg.set("post_fork", serving.post_fork_engine(app.extensions["idp"].db.engine))
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25
                 # No management socket: its default path is shared by every instance on the host.
@@ -81,7 +92,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         def load(self):  # type: ignore[no-untyped-def]
             return app
 
-    print(f"serving {settings.issuer} on http://{args.host}:{args.port} with {workers} workers", file=sys.stderr)
+    logs.access.getChild("serve").info("serving %s on http://%s:%s with %d workers", settings.issuer, args.host,
+                                       args.port, workers)
     Server().run()
 
 
@@ -98,7 +110,9 @@ def _in_transaction(work: Callable[..., str]) -> str:
     try:
         with services.db.transaction() as session:
             session.info[audit.ANCHOR_DIR_KEY] = services.settings.keys_dir
-            return work(session, services)
+            result = work(session, services)
+        audit.flush_anchor()  # a command's entries are anchored before it returns
+        return result
     finally:
         services.db.dispose()
 
@@ -170,23 +184,49 @@ def cmd_jpki_refresh_crls(args: argparse.Namespace) -> None:
     print(_in_transaction(apply_jpki_revocations))
 
 
+def _verified(session, anchor) -> str:  # type: ignore[no-untyped-def]
+    """Verify the whole log (streaming); the summary line, or a CommandError naming the break."""
+    from idp import audit
+
+    result = audit.check(session, anchor)
+    if result.broken is not None:
+        raise CommandError(f"audit chain broken at entry {result.broken.seq}: {result.broken.reason}")
+    if anchor:
+        heads = ", ".join(f"entry {h.seq}" + (f" of chain {c}" if c else "") for c, h in sorted(anchor.items()))
+        anchored = f", head anchor at {heads}"
+    else:
+        anchored = ", no head anchor yet"
+    return f"audit chain intact: {result.entries} entries in {result.chains} chain(s){anchored}"
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> None:
     from idp import audit
 
-    settings = _settings()
-    anchor = audit.read_head(settings.keys_dir)  # before the entries: later commits only lengthen the log
+    anchor = audit.read_anchor(_settings().keys_dir)  # before the entries: later commits only lengthen the log
+    print(_in_transaction(lambda session, services: _verified(session, anchor)))
+
+
+def cmd_audit_archive(args: argparse.Namespace) -> None:
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from idp import audit
+
+    try:
+        before = datetime.fromisoformat(args.before)
+    except ValueError:
+        raise CommandError(f"--before {args.before!r} is not an ISO date (YYYY-MM-DD)") from None
+    before = before if before.tzinfo else before.replace(tzinfo=timezone.utc)
+    out = Path(args.out)
+    if out.exists():
+        raise CommandError(f"{out} exists: archives are never overwritten")
+    anchor = audit.read_anchor(_settings().keys_dir)
 
     def work(session, services):  # type: ignore[no-untyped-def]
-        broken = audit.verify(session, anchor)
-        if broken is not None:
-            raise CommandError(f"audit chain broken at entry {broken.seq}: {broken.reason}")
-        count = session.scalar(select(func.count()).select_from(AuditEntry))
-        anchored = f", head anchor at entry {anchor.seq}" if anchor else ", no head anchor yet"
-        return f"audit chain intact: {count} entries{anchored}"
-
-    from sqlalchemy import func, select
-
-    from idp.storage.models import AuditEntry
+        _verified(session, anchor)  # never archive (and prune) a log that does not verify
+        count = audit.archive(session, before, out)
+        return f"archived {count} entries recorded before {before.date().isoformat()} to {out}" if count else \
+            "nothing to archive"
 
     print(_in_transaction(work))
 
@@ -197,6 +237,9 @@ def cmd_keys_rotate(args: argparse.Namespace) -> None:
     from idp.signing import key_backend
 
     settings = _settings()
+    if args.grace <= 0:
+        raise CommandError("--grace must be a positive number of seconds: relying parties need time to "
+                           "fetch the new key before it signs")
     kids = KeyStore(settings.keys_dir, key_backend(settings)).rotate(grace=args.grace)
 
     def work(session, services):  # type: ignore[no-untyped-def]
@@ -256,7 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_jpki_refresh_crls)
 
     audit_cmd = sub.add_parser("audit").add_subparsers(dest="audit_command", required=True)
-    audit_cmd.add_parser("verify", help="check the audit hash chain").set_defaults(func=cmd_audit_verify)
+    audit_cmd.add_parser("verify", help="check the audit hash chains").set_defaults(func=cmd_audit_verify)
+    archive = audit_cmd.add_parser("archive", help="export verified entries older than a date, then prune them")
+    archive.add_argument("--before", required=True, help="ISO date: entries recorded before it")
+    archive.add_argument("--out", required=True, help="new JSON-lines file to write")
+    archive.set_defaults(func=cmd_audit_archive)
 
     keys = sub.add_parser("keys").add_subparsers(dest="keys_command", required=True)
     rotate = keys.add_parser("rotate", help="publish new signing keys, use them after a grace period")

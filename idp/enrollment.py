@@ -11,6 +11,12 @@ The same person is recognised by a keyed digest of the card certificate's issuer
 serial (never the serial itself, never the individual number). A renewed card joins its
 account through a device-key co-signature or an operator's linkage import (``idp jpki
 link``); otherwise a new account is created and the person is told why.
+
+Recovery without another device: a person who lost their phone enrols a new one with the
+card (a fresh JPKI signature, as always) and asks, when activating it, to stop every other
+device of the account (``"revoke_other_devices": true``). The account and so every pairwise
+``sub`` stay the same; the lost phone's certificate is revoked (keyCompromise, RFC 5280
+§5.3.1) and its sessions end.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from idp import audit
 from idp.ca import lifecycle
@@ -34,7 +40,15 @@ from idp.oidc.session import current_db
 from idp.proofing.jpki import JpkiError, VerifiedJpki, binding_message, verify_binding_signature
 from idp.privacy import contains_individual_number
 from idp.proofing.linkage import serial_digest
-from idp.storage.models import Account, DeviceCertificate, Enrollment, JpkiBinding, JpkiLink, utcnow
+from idp.storage.models import (
+    Account,
+    BrowserSession,
+    DeviceCertificate,
+    Enrollment,
+    JpkiBinding,
+    JpkiLink,
+    utcnow,
+)
 from idp.storage.single_use import compare_and_set
 from idp.web.base64 import b64_decode, json_body, string_field
 
@@ -259,6 +273,9 @@ def _reinstate_suspended(account: Account) -> None:
 @bp.post("/enroll/activate")
 def activate() -> ResponseReturnValue:
     body = json_body()
+    revoke_others = body.get("revoke_other_devices", False)
+    if not isinstance(revoke_others, bool):
+        raise InvalidRequest("revoke_other_devices must be true or false")
     enrollment = _open_enrollment(body, "finished")
     if enrollment.activation_expires_at is None or enrollment.activation_expires_at <= utcnow():
         raise InvalidRequest("the activation window has closed; this certificate can never be activated",
@@ -277,5 +294,25 @@ def activate() -> ResponseReturnValue:
         enrollment.state = "finished"  # a refused signature (its failure count is kept) may be retried
         raise
     lifecycle.activate(current_db(), device)
-    return jsonify({"status": "active", "serial": device.serial})
+    answer: dict[str, Any] = {"status": "active", "serial": device.serial}
+    if revoke_others:
+        answer["revoked_devices"] = _revoke_other_devices(device)
+    return jsonify(answer)
+
+
+def _revoke_other_devices(kept: DeviceCertificate) -> int:
+    """Recovery after a lost phone: the person proved again with the card (this enrolment's
+    fresh JPKI signature) and activated ``kept`` with its own key, so every other device of the
+    account is revoked as possibly in other hands (keyCompromise) and its sessions end."""
+    session = current_db()
+    others = session.scalars(select(DeviceCertificate).where(
+        DeviceCertificate.account_id == kept.account_id, DeviceCertificate.serial != kept.serial,
+        DeviceCertificate.state != "revoked").with_for_update()).all()
+    for device in others:
+        lifecycle.revoke(session, device, reason="keyCompromise", by="card-recovery")
+    if others:
+        session.execute(update(BrowserSession).where(
+            BrowserSession.device_serial.in_([d.serial for d in others]), BrowserSession.ended_at.is_(None))
+            .values(ended_at=utcnow()))
+    return len(others)
 

@@ -74,7 +74,7 @@ def test_overview_lists_devices_attributes_and_nothing_shared_yet(idp: RunningId
     assert f'data-serial="{person.serial}"' in html and 'data-state="active"' in html
     assert "前橋　太郎" in html and "January 1, 1980" in html and "Male" in html
     assert "You have not shared information with any service yet." in html
-    assert "this sign-in" in html  # the device used for this session is marked
+    assert "you are using this one now" in html  # the device used for this session is marked
 
 
 def test_account_sign_in_refuses_replayed_or_foreign_state(idp: RunningIdP, person: Enrolled,
@@ -102,7 +102,7 @@ def test_revoke_needs_confirmation_and_csrf_then_refuses_the_next_login(
     second = core.enrol(idp)  # someone else's device: not revocable here
     assert page(signed_in, f"{base}/account/devices/{second.serial}/revoke").status_code == 404
     confirm = page(signed_in, f"{base}/account/devices/{person.serial}/revoke")
-    assert confirm.status_code == 200 and "Revoke this device?" in confirm.text
+    assert confirm.status_code == 200 and "Stop this phone?" in confirm.text
     action = f"/account/devices/{person.serial}/revoke"
     token = csrf_from(confirm.text, action)
 
@@ -167,7 +167,7 @@ def test_consents_show_what_each_service_received_and_can_be_withdrawn(
     html = page(browser, f"{base}/account").text  # the RP login's IdP session counts here
     assert "&lt;b&gt;Clinic &amp; Co&lt;/b&gt;" in html and "<b>Clinic" not in html
     assert f'data-client="{rp.client_id}"' in html
-    assert "on request (UserInfo)" in html and "Medical institution" in html
+    assert "when the service asked again later" in html and "Medical institution" in html
     assert result.sub in html  # the identifier that service knows the person by
     assert "診療所" in page(browser, f"{base}/account?lang=ja").text
     page(browser, f"{base}/account?lang=en")

@@ -58,7 +58,7 @@ def test_edited_event_is_found(session: Session) -> None:
 
 
 def test_edit_with_recomputed_hash_breaks_the_next_link(session: Session) -> None:
-    entry = session.get(AuditEntry, 2)
+    entry = session.get(AuditEntry, (0, 2))
     entry.data = {"n": 2, "account": "acct-2"}
     entry.entry_hash = audit._digest(entry.prev_hash, 2, entry.at.isoformat(), entry.event, entry.data)
     assert reread(session).seq == 3
@@ -86,5 +86,5 @@ def test_swapped_pair_is_found(session: Session) -> None:
 def test_recording_continues_the_chain(session: Session) -> None:
     entry = audit.record(session, "later", n=5)
     assert entry.seq == 5
-    assert entry.prev_hash == session.get(AuditEntry, 4).entry_hash
+    assert entry.prev_hash == session.get(AuditEntry, (0, 4)).entry_hash
     assert reread(session) is None

@@ -22,6 +22,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from pkcs11 import Attribute, KeyType
 
 from idp import cli
 from idp.proofing.demo_card import TestJpkiCA
@@ -108,7 +109,7 @@ def check_tokens_certificates_crls_and_ocsp(served: ServedIdP, browser: requests
 
 def check_keys_rotate_in_the_token(served: ServedIdP) -> None:
     before = {key["kid"] for key in requests.get(served.url("/jwks"), timeout=10).json()["keys"]}
-    rotated = run_idp(served.env, "keys", "rotate", "--grace", "0")
+    rotated = run_idp(served.env, "keys", "rotate", "--grace", "1")
     assert rotated.returncode == 0, rotated.stderr
     device = core.enrol(served)
     rp = core.register(served, "municipal")
@@ -134,6 +135,12 @@ def test_a_token_key_signs_but_never_exports(softhsm: SoftHsm) -> None:
         backend.generate_ca_key()
     signing = backend.generate_signing_key("RS256")
     backend.delete_signing_key(signing.kid)  # type: ignore[arg-type]
+    with backend.token.lock:  # a key that could leave the token is not used as an HSM key
+        backend.token.session().generate_keypair(
+            KeyType.RSA, 2048, store=True, id=b"exportable", label="exportable",
+            private_template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True, Attribute.SIGN: True})
+    with pytest.raises(KeyBackendError, match="not an HSM-protected key"):
+        backend.signing_key("exportable")
     with pytest.raises(KeyBackendError, match="no single private key"):
         backend.signing_key(signing.kid)  # type: ignore[arg-type]
 

@@ -40,3 +40,19 @@ def test_prune_removes_only_long_expired_rows(server, browser, monkeypatch):
     assert _count(server, Enrollment) == 1  # activated moments ago: kept
     assert _count(server, DeviceCertificate) == 1
     assert _count(server, Consent) == 0
+
+
+def test_prune_deletes_disclosures_after_the_stated_retention(server, monkeypatch):
+    from idp.storage.models import Account, Client, Disclosure
+    from idp.storage.prune import DISCLOSURE_RETENTION
+
+    with server.services().db.transaction() as session:
+        account = session.scalars(select(Account.id)).first()
+        client = session.scalars(select(Client.client_id)).first()
+        for age in (DISCLOSURE_RETENTION + timedelta(days=1), DISCLOSURE_RETENTION - timedelta(days=1)):
+            session.add(Disclosure(account_id=account, client_id=client, claims=["name"], channel="id_token",
+                                   at=utcnow() - age))
+    before = _count(server, Disclosure)
+    result = run_cli(server, monkeypatch, "prune")
+    assert result.code == 0 and "disclosures 1" in result.out
+    assert _count(server, Disclosure) == before - 1

@@ -193,6 +193,7 @@ def _register(settings: Settings, rp: DemoRP) -> dict[str, Any]:
         "client_uri": rp_url(settings, rp),
         "policy_uri": rp_url(settings, rp, "policy"),
         "tos_uri": rp_url(settings, rp, "terms"),
+        "contacts": [f"privacy@{rp.category}.demo.example"],
         "token_endpoint_auth_method": rp.auth_method,
         "software_id": f"jp-digital-id-demo-{rp.category}",
     }

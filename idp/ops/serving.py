@@ -41,6 +41,21 @@ def prepare_metrics_dir() -> Path:
     return folder
 
 
+def json_logger_class() -> type:
+    """gunicorn's own logger, writing its lines (start, worker exits) as JSON too."""
+    from gunicorn.glogging import Logger
+
+    from idp.ops.logs import JsonFormatter
+
+    class JsonLogger(Logger):  # type: ignore[misc]
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for handler in self.error_log.handlers:
+                handler.setFormatter(JsonFormatter())
+
+    return JsonLogger
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """gunicorn hook: drop a dead worker's live gauges (the library's multiprocess rule)."""
     from prometheus_client import multiprocess

@@ -264,12 +264,19 @@ class Pkcs11KeyBackend(KeyBackend):
             raise KeyBackendError(f"PKCS#11 key generation failed: {type(exc).__name__}") from None
 
     def _private(self, key_id: bytes) -> Any:
+        """The private key object, refused unless it has never left the token (PKCS#11 v2.40
+        §4.9: CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE), so a key once imported in the
+        clear or exported is never used as if it were an HSM key."""
         with self.token.lock:
             try:
-                return self.token.session().get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)
+                key = self.token.session().get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)
             except (pkcs11.NoSuchKey, pkcs11.MultipleObjectsReturned):
                 raise KeyBackendError(f"no single private key {key_id.decode()!r} in the PKCS#11 token: "
                                       "run `idp init`") from None
+            if not (key[Attribute.ALWAYS_SENSITIVE] and key[Attribute.NEVER_EXTRACTABLE]):
+                raise KeyBackendError(f"the token's key {key_id.decode()!r} has been extractable or not "
+                                      "sensitive: it is not an HSM-protected key")
+            return key
 
     def _public(self, key_id: bytes) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
         with self.token.lock:

@@ -1,5 +1,6 @@
-// /login: passkey on this device, progress of a phone approval, expiry with "more time"
-// and retry (PROTOCOL §4 steps 3–5). Messages come translated from the page.
+// /login: passkey on this device, progress of a phone approval (waiting → opened on the
+// phone → approved), expiry with "more time", retry, and on a phone the "use another
+// device" link (PROTOCOL §4 steps 3–5). Messages come translated from the page.
 (function () {
   "use strict";
   const W = window.IdpWebAuthn;
@@ -13,6 +14,9 @@
   const timerText = document.getElementById("timer-text");
   const button = document.querySelector('[data-action="passkey"]');
   const extendButton = document.querySelector('[data-action="extend"]');
+  const progress = document.getElementById("progress");
+  const crossDevice = document.getElementById("other-device");
+  const otherLink = document.querySelector('[data-action="other-device"]');
   let deadline = Date.now() + Number(statusEl.dataset.expiresIn || 0) * 1000;
   let finished = statusEl.dataset.state !== "pending";
   let busy = false;
@@ -28,7 +32,15 @@
     timer.hidden = true;
     outcome.focus();
   }
+  // Live progress of a phone approval: the current step carries aria-current="step".
+  function step(name) {
+    progress.querySelectorAll("li").forEach((li) => {
+      if (li.dataset.step === name) { li.setAttribute("aria-current", "step"); } else { li.removeAttribute("aria-current"); }
+    });
+    progress.dataset.step = name;
+  }
   function proceed(next) {
+    step("approved");
     finished = true;
     say(messages.success);
     window.location.assign(next);
@@ -65,6 +77,7 @@
       const res = await fetch("/login/status?txn=" + encodeURIComponent(txn), { credentials: "same-origin", headers: { Accept: "application/json" } });
       const body = await res.json();
       if (body.status === "authenticated" && body.next) { proceed(body.next); return; }
+      if (body.phone === "opened" && progress.dataset.step !== "opened") { step("opened"); say(messages.opened); }
       if (body.status === "failed") { fail(body.error); return; }
       if (body.status === "expired") { fail("expired"); return; }
       if (!res.ok) { fail(body.error === "invalid_transaction" ? "expired" : body.error); return; }
@@ -103,6 +116,12 @@
     say(messages.unsupported);
   }
   extendButton.addEventListener("click", extend);
+  otherLink.addEventListener("click", (event) => {
+    event.preventDefault();
+    crossDevice.classList.add("open");
+    crossDevice.focus();
+    crossDevice.scrollIntoView({ block: "start" });
+  });
   if (!finished) {
     say(messages.pending);
     setTimeout(poll, 2000);

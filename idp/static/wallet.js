@@ -1,6 +1,7 @@
 // The demo wallet: enrol this browser's passkey with a TEST My Number Card (PROTOCOL §3).
 // begin → navigator.credentials.create → the TEST card signs the binding → finish (pending)
-// → navigator.credentials.get over the activation challenge → activate.
+// → navigator.credentials.get over the activation challenge → activate (with "I lost my old
+// phone" ticked, activation also stops every other device of the account: recovery by card).
 (function () {
   "use strict";
   const W = window.IdpWebAuthn;
@@ -51,10 +52,12 @@
       say("activate");
       let assertion;
       try { assertion = await W.sign(finished.body.activation.publicKey); } catch (e) { status.textContent = messages.cancelled; return; }
-      const activated = await W.postJSON("/enroll/activate", { enrollment_id: begun.body.enrollment_id, credential: assertion });
+      const recover = form.querySelector("#recover").checked;
+      const activated = await W.postJSON("/enroll/activate", { enrollment_id: begun.body.enrollment_id, credential: assertion, revoke_other_devices: recover });
       if (!activated.ok) { fail(describe(activated)); return; }
       say("done");
       document.getElementById("enrol-serial").textContent = activated.body.serial;
+      document.getElementById("enrol-recovered").hidden = !(recover && activated.body.revoked_devices > 0);
       done.hidden = false;
       done.focus();
     } catch (e) {

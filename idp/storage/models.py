@@ -205,6 +205,9 @@ class AuthorizationTransaction(Base):
     acr: Mapped[str | None] = mapped_column(String(64), default=None)
     failure: Mapped[str | None] = mapped_column(String(64), default=None)
     session_started: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the wallet page for this sign-in was first opened (the QR code was scanned), so the
+    # computer can show "opened on your phone" before the approval arrives.
+    phone_opened_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class BrowserSession(Base):
@@ -305,15 +308,27 @@ class Disclosure(Base):
 
 
 class AuditEntry(Base):
-    """Append-only, hash-chained audit record: each entry commits to the previous one."""
+    """Append-only, hash-chained audit record: each entry commits to the previous one of its chain."""
 
     __tablename__ = "audit_log"
+    chain: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, default=0,
+                                       server_default="0")
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[datetime] = mapped_column()
     event: Mapped[str] = mapped_column(String(48))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """Where a chain continues after its older entries were archived (``idp audit archive``)."""
+
+    __tablename__ = "audit_checkpoints"
+    chain: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+    archived_at: Mapped[datetime] = mapped_column()
 
 
 class CrlState(Base):

@@ -3,7 +3,9 @@
 Only rows past their own expiry (plus a day's grace for investigations) go: finished or
 expired authorization transactions and enrolments, authorization codes, pushed requests,
 remembered one-time values, ended browser sessions, and tokens whose access and refresh
-lifetimes are both over. Consents, disclosures, certificates and the audit log are kept.
+lifetimes are both over; disclosure records after ``DISCLOSURE_RETENTION`` (the period the
+README promises people). Consents, certificates and the audit log are kept (the audit log
+leaves only through ``idp audit archive``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from idp.storage.models import (
     AuthorizationCode,
     AuthorizationTransaction,
     BrowserSession,
+    Disclosure,
     Enrollment,
     ParRequest,
     SeenOnce,
@@ -27,6 +30,7 @@ from idp.storage.models import (
 )
 
 GRACE = timedelta(days=1)
+DISCLOSURE_RETENTION = timedelta(days=3 * 365)
 
 
 def prune(session: Session) -> dict[str, int]:
@@ -48,6 +52,8 @@ def prune(session: Session) -> dict[str, int]:
               "par_requests": ParRequest, "seen_once": SeenOnce, "enrollments": Enrollment, "tokens": Token}
     result = {name: session.execute(delete(models[name]).where(condition)).rowcount
               for name, condition in counts.items()}
+    result["disclosures"] = session.execute(delete(Disclosure).where(
+        Disclosure.at < utcnow() - DISCLOSURE_RETENTION)).rowcount
     session.execute(delete(SessionClient).where(SessionClient.session_id.in_(ended_ids)))
     result["browser_sessions"] = session.execute(delete(BrowserSession).where(
         BrowserSession.id.in_(ended_ids))).rowcount

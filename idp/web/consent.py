@@ -42,6 +42,11 @@ from idp.web.login import load_transaction
 
 bp = Blueprint("consent", __name__)
 
+# Categories whose "remember this choice" box starts unticked: medical and financial data are
+# special care-required or sensitive, and consent to share them must be an act of the person
+# each time it is remembered (APPI Art. 2(3), Art. 27; the PPC guidelines on consent).
+ASK_EACH_TIME = frozenset({"medical", "financial"})
+
 
 @bp.errorhandler(ProtocolError)
 def _page_error(exc: ProtocolError) -> ResponseReturnValue:
@@ -134,7 +139,16 @@ def consent_page() -> ResponseReturnValue:
     return render_template("consent.html", txn=txn, client=client, claims=sorted(release.all), values=values,
                            purpose=purpose_for(checked.params, client), csrf_token=csrf_token(txn),
                            offline="offline_access" in consented_scopes(checked.params),
-                           attributes_current=account.attributes_current, links=links)
+                           attributes_current=account.attributes_current, links=links,
+                           contacts=contacts(client.metadata), remember_default=client.category not in ASK_EACH_TIME)
+
+
+def contacts(metadata: Any) -> list[str]:
+    """Who to ask at the service: its registered ``contacts`` (RFC 7591 §2), at most three short ones."""
+    value = metadata.get("contacts") if hasattr(metadata, "get") else None
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str) and 0 < len(item) <= 200][:3]
 
 
 @bp.post("/consent")

@@ -67,8 +67,8 @@ REVOCATION_REASONS = {
     "unspecified": lazy_gettext("no reason given"),
 }
 CHANNELS = {
-    "id_token": lazy_gettext("at sign-in (ID token)"),
-    "userinfo": lazy_gettext("on request (UserInfo)"),
+    "id_token": lazy_gettext("when you signed in"),
+    "userinfo": lazy_gettext("when the service asked again later"),
 }
 
 # What a person reads when a browser page refuses: one message per machine error code.
@@ -92,6 +92,22 @@ ERROR_MESSAGES = {
     "server_error": lazy_gettext("Something went wrong on our side. Nothing was shared. Please try again later."),
 }
 
+# The next step that can work, per refusal: never "try again" where retrying cannot help.
+NEXT_STEPS = {
+    "other_browser": lazy_gettext(
+        "Go back to the browser where you started, or open the service again in this browser and sign in there."),
+    "already_answered": lazy_gettext(
+        "Nothing more to do here. To sign in again, open the service and choose to sign in."),
+    "invalid_transaction": lazy_gettext("Open the service again and choose to sign in."),
+    "expired": lazy_gettext("Open the service again and choose to sign in."),
+    "login_required": lazy_gettext("Open the service again and choose to sign in."),
+    "invalid_csrf": lazy_gettext("Open the service again and choose to sign in."),
+    "not_found": lazy_gettext("Open the service again and choose to sign in."),
+    "rate_limited": lazy_gettext("Wait one minute, then reload this page."),
+    "server_error": lazy_gettext("Wait a few minutes, then open the service again. If it keeps happening, see Help."),
+}
+DEFAULT_NEXT_STEP = lazy_gettext("Go back to the service you came from. If you need help, see the help page.")
+
 # Why a device signature was refused (the ``error`` of /login/assertion and /login/status).
 LOGIN_FAILURES = {
     "certificate_revoked": lazy_gettext(
@@ -109,6 +125,9 @@ LOGIN_FAILURES = {
     "counter_regression": lazy_gettext(
         "This device's key may have been copied. It is on hold until you prove your identity again."),
     "rate_limited": lazy_gettext("Too many attempts. Please wait a minute and try again."),
+    "code_mismatch": lazy_gettext(
+        "Your phone reported that its number was different, so this sign-in was stopped for your safety. "
+        "Nothing was shared. If you started it yourself, start it again and check the number."),
 }
 LOGIN_FAILED = lazy_gettext("The signature was not accepted. You can try again.")
 
@@ -251,11 +270,16 @@ def error_message(code: str | None) -> str:
     return str(ERROR_MESSAGES.get(code or "", ERROR_MESSAGES["invalid_request"]))
 
 
+def next_step(code: str | None) -> str:
+    return str(NEXT_STEPS.get(code or "", DEFAULT_NEXT_STEP))
+
+
 def error_page(code: str | None, status: int, *, detail: str | None = None, retry_url: str | None = None,
                title: str | None = None) -> tuple[str, int]:
-    """A refusal as a page in the person's language; nothing granted, nothing recorded."""
+    """A refusal as a page in the person's language, naming the next step that can work;
+    nothing granted, nothing recorded."""
     html = render_template("error.html", message=error_message(code), detail=detail, code=code,
-                           retry_url=retry_url, title=title)
+                           retry_url=retry_url, title=title, next_step=next_step(code))
     return html, status
 
 
@@ -270,10 +294,11 @@ def login_messages() -> dict[str, str]:
         failed=str(LOGIN_FAILED),
         expired=error_message("expired"),
         pending=gettext("Waiting for your approval…"),
+        opened=gettext("Opened on your phone. Check the number and press “Approve” there."),
         working=gettext("Follow the instructions from your browser or device…"),
-        cancelled=gettext("The passkey request was cancelled or did not work on this device. "
-                          "You can try again, or use your phone."),
-        unsupported=gettext("This browser cannot use passkeys. Use your phone instead."),
+        cancelled=gettext("Sign-in on this device was cancelled or did not work. "
+                          "You can press the button again, or use another device."),
+        unsupported=gettext("This browser cannot sign in with a key kept on the device. Use your phone instead."),
         network=gettext("The connection was interrupted. Trying again…"),
         success=gettext("Signed in. Continuing…"),
         expiring=gettext("This sign-in will end in %(minutes)s minutes unless you ask for more time.",

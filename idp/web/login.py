@@ -6,6 +6,11 @@ even checked) and ends it (a bad one marks it ``failed``; the page says why and 
 retry, which opens a fresh transaction for the same request). A pending sign-in can be
 given more time (no time limit that cannot be extended). The session goes only to the browser holding the transaction's binding
 cookie, whether the phone signed on this device or across devices.
+
+A way out at every step: the person can cancel and return to the service, which then
+receives ``error=access_denied`` with its ``state`` and our ``iss`` (OIDC Core §3.1.2.6,
+RFC 9207); and the phone can stop a cross-device sign-in whose confirmation code differs
+from the computer's, which fails the transaction so the computer shows why.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import io
 import secrets
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import segno
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
@@ -28,7 +34,15 @@ from idp.context import services
 from idp.device.assertions import find_device, verify_device_assertion
 from idp.device import webauthn
 from idp.errors import AccessDenied, InvalidRequest, NotFound, ProtocolError
-from idp.oidc.authorize import TRANSACTION_LIFETIME, purpose_for, release_for, stored_claims_request
+from idp import audit
+from idp.oidc.authorize import (
+    TRANSACTION_LIFETIME,
+    error_redirect,
+    purpose_for,
+    release_for,
+    safe_redirect_uri,
+    stored_claims_request,
+)
 from idp.oidc.server import query_client, remember_client
 from idp.oidc.session import current_db
 from idp.policy import reached_acr
@@ -40,7 +54,7 @@ from idp.web.base64 import json_body, string_field
 bp = Blueprint("login", __name__)
 
 # Pages of this blueprint (the rest are JSON endpoints for the page script and the wallet).
-HTML_ENDPOINTS = frozenset({"login.login_page", "login.wallet_entry", "login.retry"})
+HTML_ENDPOINTS = frozenset({"login.login_page", "login.wallet_entry", "login.retry", "login.cancel"})
 # No time limit that cannot be extended (WCAG 2.2.1): "more time" adds this, up to MAX_LIFETIME.
 EXTENSION = timedelta(minutes=10)
 MAX_LIFETIME = timedelta(hours=2)
@@ -126,7 +140,8 @@ def login_page() -> ResponseReturnValue:
     remaining = max(0, int((txn.expires_at - utcnow()).total_seconds()))
     return render_template("login.html", txn=txn, qr=url_for("login.qr_image", txn=txn.id), wallet_url=wallet_url,
                            expires_in=remaining, retry_token=page_token(txn, "retry"),
-                           failure_message=_failure_message(txn), **_who_asks(txn))
+                           cancel_token=page_token(txn, "cancel"), failure_message=_failure_message(txn),
+                           **_who_asks(txn))
 
 
 @bp.get("/login/qr")
@@ -156,9 +171,53 @@ def wallet_entry() -> ResponseReturnValue:
     It shows who asks for what and the confirmation code the computer shows. In
     development the page itself is the demo wallet: it signs with this browser's passkey.
     """
-    txn = load_transaction(request.args.get("txn"))
+    txn = load_transaction(request.args.get("txn"), lock=True)
+    if txn.state == "pending" and txn.phone_opened_at is None:
+        txn.phone_opened_at = utcnow()  # the computer now shows "opened on your phone"
     return render_template("wallet_entry.html", txn=txn, demo=services().settings.development,
-                           finished=txn.state not in ("pending",), **_who_asks(txn))
+                           finished=txn.state not in ("pending",), service_address=_service_address(txn),
+                           **_who_asks(txn))
+
+
+def _service_address(txn: AuthorizationTransaction) -> str | None:
+    """Where the request came from, as far as we know it: the host of the service's registered
+    redirect URI (the only address the answer can go to, RFC 6749 §3.1.2)."""
+    target = safe_redirect_uri(txn.request)
+    return urlsplit(target).hostname if target else None
+
+
+@bp.post("/login/cancel")
+def cancel() -> ResponseReturnValue:
+    """"Cancel and return to the service": the person ends the sign-in from the login page.
+
+    The service receives ``error=access_denied`` with its ``state`` and ``iss`` (OIDC Core
+    §3.1.2.6, RFC 9207), at its registered redirect URI only (RFC 6749 §4.1.2.1). Only the
+    browser that opened the sign-in may cancel it (the form token is bound to it).
+    """
+    txn = _own_transaction(request.form.get("txn"), lock=True)
+    if not hmac.compare_digest(request.form.get("csrf_token", ""), page_token(txn, "cancel")):
+        raise AccessDenied("the form has expired or was tampered with", error="invalid_csrf")
+    if txn.state in ("completed", "denied"):
+        return i18n.error_page("already_answered", 409)
+    target = safe_redirect_uri(txn.request)
+    if target is None:
+        raise NotFound("this service is no longer registered", error="invalid_transaction")
+    txn.state = "denied"
+    audit.record(current_db(), "login.cancelled", client=txn.client_id)
+    return error_redirect(target, "access_denied", "the person cancelled the sign-in", txn.request.get("state"))
+
+
+@bp.post("/login/mismatch")
+def mismatch() -> ResponseReturnValue:
+    """The phone reports that its confirmation code differs from the computer's: someone else
+    may have started this sign-in. The transaction fails at once (its challenge can no longer
+    be signed) and the computer's page, polling ``/login/status``, says why."""
+    txn = load_transaction(string_field(json_body(), "txn", max_length=64), lock=True)
+    if txn.state != "pending":
+        raise TransactionError(f"this transaction is {txn.state}")
+    txn.state, txn.failure = "failed", "code_mismatch"
+    audit.record(current_db(), "login.code_mismatch", client=txn.client_id)
+    return jsonify({"status": "failed", "error": "code_mismatch"})
 
 
 @bp.post("/login/extend")
@@ -253,6 +312,8 @@ def status() -> ResponseReturnValue:
         body["next"] = _next_for(txn)
     elif txn.state == "failed":
         body["error"] = txn.failure
+    if body["status"] == "pending" and txn.phone_opened_at is not None:
+        body["phone"] = "opened"  # progress only: the wallet page for this sign-in was opened
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response

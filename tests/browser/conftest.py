@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,13 @@ LAUNCH_ARGS = [
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
 BLOCKING = ("serious", "critical")
 TIMEOUT_MS = 20_000
+# The two screens every person page is checked at: a phone held upright (390×844 CSS px,
+# touch, mobile viewport meta honoured) and a laptop (1280×800).
+SCREENS: dict[str, dict[str, Any]] = {
+    "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
+              "device_scale_factor": 1},
+    "desktop": {"viewport": {"width": 1280, "height": 800}},
+}
 
 
 def _chromium_or_skip() -> str:
@@ -104,12 +112,11 @@ class Person:
 
 @pytest.fixture
 def new_person(chromium: Any) -> Iterator[Any]:
-    """Factory: ``new_person(locale="ja-JP", authenticator=True)`` → :class:`Person`."""
+    """Factory: ``new_person(locale="ja-JP", authenticator=True, screen="desktop"|"phone")`` → :class:`Person`."""
     opened: list[Any] = []
 
-    def make(locale: str = "ja-JP", authenticator: bool = True) -> Person:
-        context = chromium.new_context(locale=locale, viewport={"width": 1280, "height": 900},
-                                       accept_downloads=True)
+    def make(locale: str = "ja-JP", authenticator: bool = True, screen: str = "desktop") -> Person:
+        context = chromium.new_context(locale=locale, accept_downloads=True, **SCREENS[screen])
         context.set_default_timeout(TIMEOUT_MS)
         opened.append(context)
         page = context.new_page()
@@ -159,3 +166,81 @@ def shot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def first_screen(page: Any, selector: str) -> None:
+    """The element is wholly inside the first screen (no scrolling needed to see or press it)."""
+    box = page.locator(selector).first.bounding_box()
+    assert box is not None, f"{selector} is not displayed on {page.url}"
+    viewport = page.viewport_size
+    assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 0.5, (selector, box, viewport)
+    assert box["y"] >= 0 and box["y"] + box["height"] <= viewport["height"] + 0.5, (selector, box, viewport)
+
+
+def no_horizontal_scroll(page: Any) -> None:
+    """Nothing on the page is wider than the screen (WCAG 1.4.10 Reflow)."""
+    screen = page.viewport_size["width"]  # a mobile browser widens its layout viewport to the content
+    widths = page.evaluate("""(SCREEN) => ({page: document.documentElement.scrollWidth, body: document.body.scrollWidth,
+        screen: SCREEN,
+        wide: [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > SCREEN + 1
+              && getComputedStyle(e).position !== 'absolute').slice(0, 5).map(e => e.tagName + '.' + e.className)})""", screen)
+    assert widths["page"] <= widths["screen"] and widths["body"] <= widths["screen"], f"{page.url} scrolls sideways: {widths}"
+
+
+# Words a person should never have to read on a Japanese page (protocol and PKI jargon). "パスキー"
+# may appear once, where it is explained in plain words (the login page).
+FORBIDDEN_JA = ("失効", "識別子", "UserInfo", "JSON", "IDトークン", "ID トークン", "トークン", "OpenID", "OIDC",
+                "WebAuthn", "認証器", "クレーム", "スコープ", "トランザクション", "リダイレクト", "シリアル",
+                "CSRF", "nonce", "PKCE", "acr", "amr", "sub", "client_id", "RP", "エンドポイント", "ペアワイズ")
+HEX_SERIAL = re.compile(r"\b[0-9a-f]{12,}\b")
+
+
+def plain_japanese(page: Any) -> None:
+    """The visible text of a Japanese person page has none of :data:`FORBIDDEN_JA` and no hex serials."""
+    text = page.inner_text("body")
+    found = [word for word in FORBIDDEN_JA if re.search(rf"(?<![A-Za-z]){re.escape(word)}(?![A-Za-z])", text)]
+    if text.count("パスキー") > 1:
+        found.append("パスキー (more than once)")
+    found += HEX_SERIAL.findall(text)
+    assert not found, f"jargon on {page.url}: {found}"
+
+
+def readable_sizes(page: Any) -> None:
+    """Body text at least 16 CSS px; buttons (and links styled as buttons) at least 44 px high
+    (WCAG 2.5.8 asks 24; 44 is the platforms' guidance for the main actions)."""
+    small = page.evaluate("""() => {
+        const seen = (e) => e.offsetParent !== null && e.textContent.trim();
+        const text = [...document.querySelectorAll('main p, main li, main dd, main dt, main label, main td, main th')]
+            .filter(seen).filter(e => parseFloat(getComputedStyle(e).fontSize) < 16)
+            .map(e => e.tagName + ' ' + getComputedStyle(e).fontSize + ' ' + e.textContent.trim().slice(0, 30));
+        const buttons = [...document.querySelectorAll('main button, main .button')].filter(seen)
+            .filter(e => e.getBoundingClientRect().height < 44)
+            .map(e => 'button ' + e.getBoundingClientRect().height + ' ' + e.textContent.trim().slice(0, 30));
+        return text.concat(buttons).slice(0, 8);
+    }""")
+    assert not small, f"too small on {page.url}: {small}"
+
+
+def help_linked(page: Any) -> None:
+    assert page.locator('header a[href="/help"]').is_visible(), f"no help link in the header of {page.url}"
+
+
+def inspect(page: Any, axe: Axe, name: str, problems: list[str], *, main_action: str | None = None) -> None:
+    """Every person page at every screen: two screenshots (the first screen as the person sees
+    it, and the whole page), then axe, no sideways scrolling and the main action on the first
+    screen. A failed check is added to ``problems`` so one run reports every page at once."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    shot(page, f"{name}-full")
+    checks = [lambda: no_horizontal_scroll(page), lambda: axe.check(page, name)]
+    if page.get_attribute("html", "lang") == "ja" and "/demo/" not in page.url:
+        checks.append(lambda: plain_japanese(page))
+    if "/demo/rp/" not in page.url:
+        checks += [lambda: help_linked(page), lambda: readable_sizes(page)]
+    if main_action:
+        checks.append(lambda: first_screen(page, main_action))
+    for check in checks:
+        try:
+            check()
+        except AssertionError as exc:
+            problems.append(f"{name}: {exc}")

@@ -20,14 +20,18 @@ from tests.conftest import RunningIdP
 CATEGORIES = ("municipal", "medical", "financial", "transport")
 
 
-def enrol(person: Person, idp: RunningIdP, axe: Axe, persona: str, *, screenshots: bool = False) -> str:
-    """The demo wallet: choose a TEST card, create the passkey, activate; returns the serial."""
+def enrol(person: Person, idp: RunningIdP, axe: Axe, persona: str, *, screenshots: bool = False,
+          recover: bool = False) -> str:
+    """The demo wallet: choose a TEST card, create the passkey, activate; returns the serial.
+    ``recover``: "I lost my old phone" is ticked (the account's other devices are stopped)."""
     page = person.page
     page.goto(f"{idp.base_url}/demo/wallet")
     if screenshots:
         axe.check(page, "demo-wallet")
         shot(page, "demo-wallet")
     page.check(f"#persona-{persona}")
+    if recover:
+        page.check("#recover")
     page.click('[data-action="enrol"]')
     page.wait_for_selector('[data-role="enrolled"]:not([hidden]), #enrol-error:not([hidden])')
     assert page.locator("#enrol-error").is_hidden(), page.text_content("#enrol-error")
@@ -130,7 +134,7 @@ def test_cross_device_qr_login_and_language_switch(browser_idp: RunningIdP, new_
     shot(phone.page, "wallet-approve")
     phone.page.click('[data-action="approve"]')
     phone.page.wait_for_function("document.getElementById('approve-status').textContent.length > 0 && "
-                                 "document.querySelector('[data-action=approve]').hidden")
+                                 "document.getElementById('approve-actions').hidden")
 
     page.wait_for_url(re.compile(r"/consent\?"))  # the computer continues by itself
     axe.check(page, "consent-en")
@@ -153,7 +157,7 @@ def test_revoked_device_cannot_sign_in_again(browser_idp: RunningIdP, new_person
     sign_in_at_rp(person, browser_idp, axe, "municipal", screenshots=False)
     page = person.page
     page.goto(f"{browser_idp.base_url}/account")  # the IdP session from the RP login
-    row = page.locator(f'tr[data-serial="{serial}"]')
+    row = page.locator(f'[data-serial="{serial}"]')
     assert row.get_attribute("data-state") == "active"
     assert page.locator("article.service").count() >= 1
     axe.check(page, "account")

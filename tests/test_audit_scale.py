@@ -1,0 +1,174 @@
+"""The audit log at scale (README "Audit log"): several chains so writers never queue on one
+lock, a head anchor written in batches (not per commit), verification streaming in constant
+memory, and `idp audit archive` exporting a verified segment before pruning it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import tracemalloc
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, insert, select, text, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from idp import audit
+from idp.storage.models import AuditCheckpoint, AuditEntry, Base, utcnow
+from tests.conftest import PG_URL
+from tests.support.lifecycle import run_cli
+from tests.support.server import fresh_database
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    with fresh_database(tmp_path / "db") as url:
+        engine = create_engine(url)
+        Base.metadata.create_all(engine)
+        yield engine
+        engine.dispose()
+
+
+def _bulk(engine: Engine, count: int, chain: int = 0) -> None:
+    """``count`` valid entries appended to ``chain`` without the ORM (fast set-up)."""
+    rows, prev, at = [], audit.GENESIS, utcnow()
+    for seq in range(1, count + 1):
+        data = {"account": f"acct-{seq % 97}", "serial": f"{seq:040x}"}
+        digest = audit._digest(prev, seq, at.isoformat(), "test.bulk", data)
+        rows.append({"chain": chain, "seq": seq, "at": at, "event": "test.bulk", "data": data,
+                     "prev_hash": prev, "entry_hash": digest})
+        prev = digest
+    with engine.begin() as connection:
+        for start in range(0, len(rows), 5000):
+            connection.execute(insert(AuditEntry.__table__), rows[start:start + 5000])
+
+
+@pytest.mark.skipif(not PG_URL, reason="SQLite has one writer at a time by design: one chain")
+def test_concurrent_transactions_append_at_once_on_separate_chains(engine):
+    writers = 4
+    inside = threading.Barrier(writers, timeout=20)  # a global lock would never let all four in
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            with Session(engine) as session, session.begin():
+                audit.record(session, "test.parallel", writer=n)
+                inside.wait()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with Session(engine) as session:
+        chains = session.scalars(select(AuditEntry.chain)).all()
+        assert sorted(chains) == list(range(writers))  # the first free chains, one each
+        assert audit.verify(session) is None
+
+
+def test_a_quiet_system_writes_one_chain_and_anchors_in_batches(engine, tmp_path, monkeypatch):
+    writes: list[Path] = []
+    real = audit.write_atomically
+    monkeypatch.setattr(audit, "write_atomically", lambda path, *a: (writes.append(path), real(path, *a)))
+    monkeypatch.setattr(audit, "anchorer", audit._Anchorer(interval=3600, batch=25))
+    for n in range(60):
+        with Session(engine) as session, session.begin():
+            session.info[audit.ANCHOR_DIR_KEY] = tmp_path
+            audit.record(session, "test.quiet", n=n)
+    assert len(writes) == 3  # the first commit, then one per 25 entries: not one per commit
+    audit.anchorer.flush()
+    anchor = audit.read_anchor(tmp_path)
+    assert list(anchor) == [0] and anchor[0].seq == 60
+    with Session(engine) as session:
+        assert audit.verify(session, anchor) is None
+
+
+def _peak_verify_memory(engine: Engine) -> int:
+    with Session(engine) as session:
+        tracemalloc.start()
+        try:
+            result = audit.check(session)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert result.broken is None
+    return peak
+
+
+def test_verify_streams_in_constant_memory(engine):
+    _bulk(engine, 300)
+    small = _peak_verify_memory(engine)
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_log"))
+    _bulk(engine, 3_000)
+    large = _peak_verify_memory(engine)
+    assert large < small * 3 + 256 * 1024, (small, large)  # ten times the entries, not ten times the memory
+
+
+def test_archive_exports_a_verified_segment_then_the_chain_continues(engine, tmp_path):
+    _bulk(engine, 30)
+    out = tmp_path / "audit-2026.jsonl"
+    with Session(engine) as session, session.begin():
+        assert audit.archive(session, utcnow() + timedelta(seconds=1), out) == 30
+    with Session(engine) as session, session.begin():
+        assert session.scalar(select(AuditEntry.seq)) is None
+        checkpoint = session.get(AuditCheckpoint, 0)
+        assert checkpoint.seq == 30
+        entry = audit.record(session, "test.after_archive")
+        assert entry.seq == 31 and entry.prev_hash == checkpoint.entry_hash
+        head = audit.Head(31, entry.entry_hash)
+    with Session(engine) as session:
+        assert audit.verify(session, {0: head}) is None
+        assert audit.verify(session, {0: audit.Head(12, "anything archived")}) is None  # behind the checkpoint
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[0] == {"checkpoint": {"chain": 0, "seq": 0, "hash": audit.GENESIS}}
+    prev = audit.GENESIS  # the exported segment verifies on its own
+    for line in lines[1:]:
+        assert line["prev_hash"] == prev
+        assert line["entry_hash"] == audit._digest(prev, line["seq"], line["at"], line["event"], line["data"])
+        prev = line["entry_hash"]
+    assert len(lines) == 31 and oct(out.stat().st_mode & 0o777) == "0o600"
+
+
+def test_deleting_after_a_checkpoint_is_still_found(engine, tmp_path):
+    _bulk(engine, 10)
+    with Session(engine) as session, session.begin():
+        audit.archive(session, utcnow() + timedelta(seconds=1), tmp_path / "a.jsonl")
+        for n in range(3):
+            audit.record(session, "test.more", n=n)
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_log WHERE seq = 11"))
+    with Session(engine) as session:
+        broken = audit.verify(session)
+    assert broken is not None and broken.seq == 11 and "missing" in broken.reason
+
+
+def test_archive_command_refuses_a_broken_log_and_keeps_it(idp, monkeypatch, tmp_path):
+    engine = idp.services().db.engine
+    with idp.services().db.transaction() as session:
+        audit.record(session, "test.before_archive")
+    audit.flush_anchor()
+    with engine.begin() as connection:
+        first = connection.execute(select(AuditEntry.chain, AuditEntry.seq, AuditEntry.data)
+                                   .order_by(AuditEntry.chain, AuditEntry.seq).limit(1)).first()
+        connection.execute(update(AuditEntry.__table__).where(AuditEntry.chain == first.chain,
+                                                              AuditEntry.seq == first.seq)
+                           .values(data={"edited": True}))
+    out = tmp_path / "never.jsonl"
+    try:
+        result = run_cli(idp, monkeypatch, "audit", "archive", "--before", "2999-01-01", "--out", str(out))
+        assert "broken" in result.error_line and not out.exists()
+    finally:
+        with engine.begin() as connection:
+            connection.execute(update(AuditEntry.__table__).where(AuditEntry.chain == first.chain,
+                                                                  AuditEntry.seq == first.seq)
+                               .values(data=first.data))
+    nothing = run_cli(idp, monkeypatch, "audit", "archive", "--before", "2000-01-01", "--out", str(out))
+    assert nothing.code == 0 and nothing.out.strip() == "nothing to archive"
+    assert run_cli(idp, monkeypatch, "audit", "archive", "--before", "someday", "--out", str(out)).code == 1
