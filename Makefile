@@ -67,6 +67,7 @@ fuzz: install
 	else echo "PostgreSQL not reachable at 127.0.0.1:5432: PostgreSQL fuzz skipped"; fi
 
 bench: install
+	$(BIN)/python bench/endpoint_cost.py
 	$(BIN)/python bench/login_flow.py
 
 clean:

@@ -16,12 +16,42 @@ from typing import Sequence
 from urllib.parse import urlsplit
 
 
-def sector_identifier(*, redirect_uris: Sequence[str], sector_identifier_uri: str | None) -> str:
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+NATIVE_SECTOR_PREFIX = "native:"  # no host name contains a colon, so no host sector collides
+
+
+def identifies_no_operator(redirect_uri: str) -> bool:
+    """A loopback ``http`` redirect (RFC 8252 §7.3) or a private-use scheme (§7.1): any app
+    on any phone or computer may use it, so its host says nothing about who runs the RP."""
+    parts = urlsplit(redirect_uri)
+    if parts.scheme == "http":
+        return (parts.hostname or "").lower() in LOOPBACK_HOSTS
+    return parts.scheme != "https"
+
+
+def native_without_sector(*, redirect_uris: Sequence[str], sector_identifier_uri: str | None,
+                          application_type: str | None) -> bool:
+    """A native client whose every redirect URI identifies no operator, with no
+    ``sector_identifier_uri``: it gets a sector of its own."""
+    return (application_type == "native" and not sector_identifier_uri and bool(redirect_uris)
+            and all(identifies_no_operator(uri) for uri in redirect_uris))
+
+
+def sector_identifier(*, redirect_uris: Sequence[str], sector_identifier_uri: str | None,
+                      application_type: str | None = None, client_id: str | None = None) -> str:
     """OIDC Core §8.1: the host of ``sector_identifier_uri`` if given, else of the one redirect URI.
 
-    Registration (OIDC Registration §2) refuses several redirect hosts without a
-    ``sector_identifier_uri``, so the value is always defined here.
+    Three unrelated native apps all redirecting to ``http://127.0.0.1:<port>`` would share
+    the sector ``127.0.0.1`` and so every person's ``sub``: such a client (see
+    :func:`native_without_sector`) is its own sector, ``native:<client_id>``. Registration
+    (OIDC Registration §2) refuses several redirect hosts without a
+    ``sector_identifier_uri`` otherwise, so the value is always defined here.
     """
+    if native_without_sector(redirect_uris=redirect_uris, sector_identifier_uri=sector_identifier_uri,
+                             application_type=application_type):
+        if not client_id:
+            raise ValueError("a native client's own sector needs its client_id")
+        return NATIVE_SECTOR_PREFIX + client_id
     source = sector_identifier_uri or (redirect_uris[0] if redirect_uris else "")
     host = urlsplit(source).hostname
     if not host:

@@ -109,7 +109,7 @@ def check_tokens_certificates_crls_and_ocsp(served: ServedIdP, browser: requests
 
 def check_keys_rotate_in_the_token(served: ServedIdP) -> None:
     before = {key["kid"] for key in requests.get(served.url("/jwks"), timeout=10).json()["keys"]}
-    rotated = run_idp(served.env, "keys", "rotate", "--grace", "0")
+    rotated = run_idp(served.env, "keys", "rotate", "--grace", "1")
     assert rotated.returncode == 0, rotated.stderr
     device = core.enrol(served)
     rp = core.register(served, "municipal")

@@ -22,6 +22,11 @@ SPKI = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
 )
 
 
+def trusting(*args, **kwargs) -> jpki.JpkiTrustStore:
+    """A store that, like a development deployment, accepts the test cards made here."""
+    return jpki.JpkiTrustStore(*args, accept_test_cards=True, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def ca() -> TestJpkiCA:
     return TestJpkiCA.create(key=cached_key("ca"))
@@ -29,7 +34,7 @@ def ca() -> TestJpkiCA:
 
 @pytest.fixture(scope="module")
 def store(ca: TestJpkiCA) -> jpki.JpkiTrustStore:
-    return jpki.JpkiTrustStore([ca.certificate])
+    return trusting([ca.certificate])
 
 
 def issue(ca: TestJpkiCA, **overrides):
@@ -81,10 +86,10 @@ def test_repr_reveals_no_personal_data_or_serial(ca, store):
 def test_chain_through_intermediate(ca):
     sub = TestJpkiCA.create(key=cached_key("sub"), parent=ca, name_suffix=" 2")
     card = issue(sub)
-    store = jpki.JpkiTrustStore([ca.certificate])
+    store = trusting([ca.certificate])
     assert store.verify(card.certificate_der, [sub.certificate.public_bytes(serialization.Encoding.DER)])
     refused(store, card.certificate_der, "untrusted_issuer")
-    assert jpki.JpkiTrustStore([sub.certificate]).verify(card.certificate_der)
+    assert trusting([sub.certificate]).verify(card.certificate_der)
 
 
 def test_intermediate_without_key_cert_sign_is_refused(ca):
@@ -107,7 +112,7 @@ def test_intermediate_without_key_cert_sign_is_refused(ca):
     )
     card = issue(bad_sub)
     chain = [bad_sub.certificate.public_bytes(serialization.Encoding.DER)]
-    refused(jpki.JpkiTrustStore([ca.certificate]), card.certificate_der, "untrusted_issuer", chain_der=chain)
+    refused(trusting([ca.certificate]), card.certificate_der, "untrusted_issuer", chain_der=chain)
 
 
 # --- trust, validity, revocation ---------------------------------------------
@@ -122,10 +127,10 @@ def test_rogue_ca_with_the_same_name_is_refused(ca, store):
 def test_empty_trust_store_fails_closed(ca, tmp_path):
     der = issue(ca).certificate_der
     for store in (
-        jpki.JpkiTrustStore(),
-        jpki.JpkiTrustStore.from_paths(None, None),
-        jpki.JpkiTrustStore.from_paths(tmp_path / "absent", None),
-        jpki.JpkiTrustStore.from_paths(tmp_path, None),
+        trusting(),
+        jpki.JpkiTrustStore.from_paths(None, None, accept_test_cards=True),
+        jpki.JpkiTrustStore.from_paths(tmp_path / "absent", None, accept_test_cards=True),
+        jpki.JpkiTrustStore.from_paths(tmp_path, None, accept_test_cards=True),
     ):
         refused(store, der, "untrusted_issuer")
 
@@ -150,7 +155,7 @@ def test_naive_time_is_a_programming_error(ca, store):
 def test_revoked_via_crl(ca):
     card, other = issue(ca), issue(ca)
     crl = ca.crl([(card.serial_number, x509.ReasonFlags.key_compromise)])
-    store = jpki.JpkiTrustStore([ca.certificate], [("test CRL", crl)])
+    store = trusting([ca.certificate], [("test CRL", crl)])
     error = refused(store, card.certificate_der, "revoked")
     assert str(card.serial_number) not in str(error)
     assert store.verify(other.certificate_der)
@@ -162,18 +167,18 @@ def test_crl_signed_by_another_key_is_rejected_at_load(ca, tmp_path):
     rogue = TestJpkiCA.create(key=cached_key("rogue"))
     crl = rogue.crl([(1, None)])
     with pytest.raises(jpki.JpkiError) as caught:
-        jpki.JpkiTrustStore([ca.certificate], [("rogue CRL", crl)])
+        trusting([ca.certificate], [("rogue CRL", crl)])
     assert caught.value.code == "untrusted_crl"
     (tmp_path / "ca.pem").write_bytes(pem(ca.certificate))
     (tmp_path / "rogue.crl").write_bytes(crl.public_bytes(serialization.Encoding.DER))
     with pytest.raises(jpki.JpkiError, match="rogue.crl"):
-        jpki.JpkiTrustStore.from_paths(tmp_path / "ca.pem", tmp_path / "rogue.crl")
+        jpki.JpkiTrustStore.from_paths(tmp_path / "ca.pem", tmp_path / "rogue.crl", accept_test_cards=True)
 
 
 def test_stale_crl_still_revokes_and_is_noted(ca, caplog):
     card = issue(ca)
     crl = ca.crl([(card.serial_number, None)], now=NOW - 10 * DAY, next_update=NOW - DAY)
-    store = jpki.JpkiTrustStore([ca.certificate], [("stale", crl)])
+    store = trusting([ca.certificate], [("stale", crl)])
     refused(store, card.certificate_der, "revoked")
     with caplog.at_level(logging.WARNING, logger=jpki.__name__):
         assert store.verify(issue(ca).certificate_der)
@@ -191,7 +196,7 @@ def test_from_paths_reads_pem_and_der_folders(ca, tmp_path):
     first, second = issue(ca), issue(ca)
     (crls / "a.crl").write_bytes(ca.crl([(first.serial_number, None)]).public_bytes(serialization.Encoding.DER))
     (crls / "b.pem").write_bytes(pem(ca.crl([(second.serial_number, x509.ReasonFlags.superseded)])))
-    store = jpki.JpkiTrustStore.from_paths(anchors, crls)
+    store = jpki.JpkiTrustStore.from_paths(anchors, crls, accept_test_cards=True)
     refused(store, first.certificate_der, "revoked")
     refused(store, second.certificate_der, "revoked")
     assert store.verify(issue(rogue).certificate_der)
@@ -201,18 +206,18 @@ def test_corrupt_files_raise_at_load_naming_the_file(ca, tmp_path):
     (tmp_path / "ca.pem").write_bytes(pem(ca.certificate))
     (tmp_path / "broken.crl").write_bytes(b"\x30\x03\x02\x01")
     with pytest.raises(jpki.JpkiError, match="broken.crl") as caught:
-        jpki.JpkiTrustStore.from_paths(tmp_path / "ca.pem", tmp_path / "broken.crl")
+        jpki.JpkiTrustStore.from_paths(tmp_path / "ca.pem", tmp_path / "broken.crl", accept_test_cards=True)
     assert caught.value.code == "malformed"
     (tmp_path / "broken.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     with pytest.raises(jpki.JpkiError, match="broken.pem"):
-        jpki.JpkiTrustStore.from_paths(tmp_path / "broken.pem", None)
+        jpki.JpkiTrustStore.from_paths(tmp_path / "broken.pem", None, accept_test_cards=True)
     with pytest.raises(jpki.JpkiError, match="does not exist"):
-        jpki.JpkiTrustStore.from_paths(tmp_path / "ca.pem", tmp_path / "absent")
+        jpki.JpkiTrustStore.from_paths(tmp_path / "ca.pem", tmp_path / "absent", accept_test_cards=True)
 
 
 def test_reload_crls_applies_and_keeps_old_on_error(ca, tmp_path):
     card = issue(ca)
-    store = jpki.JpkiTrustStore([ca.certificate])
+    store = trusting([ca.certificate])
     assert store.verify(card.certificate_der)
     path = tmp_path / "current.crl"
     path.write_bytes(pem(ca.crl([(card.serial_number, x509.ReasonFlags.cessation_of_operation)])))
@@ -365,4 +370,4 @@ def test_test_ca_save_and_load(ca, tmp_path):
     assert stat.S_IMODE((folder / "ca.key.pem").stat().st_mode) == 0o600
     loaded = TestJpkiCA.load(folder)
     assert loaded.certificate == ca.certificate
-    assert jpki.JpkiTrustStore([loaded.certificate]).verify(issue(loaded).certificate_der)
+    assert trusting([loaded.certificate]).verify(issue(loaded).certificate_der)

@@ -13,23 +13,23 @@ from datetime import datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
-from sqlalchemy import update
 
 from idp.device.assertions import FAILURES_BEFORE_LOCK, MAX_LOCK, lock_period
-from idp.storage.models import DeviceCertificate, utcnow
+from idp.storage.models import utcnow
 from tests.support.lifecycle import (
     attempt_login,
     audit_count,
     audit_events,
     card,
     crl_reason,
-    db,
     device_row,
     fetch_crl,
+    lock_state,
     login,
     ocsp_status,
     refused,
     rp,
+    set_lock_state,
 )
 
 
@@ -69,15 +69,13 @@ def test_counter_regression_suspends_until_the_person_proves_again(idp, client):
 
 
 def _expire_lock(idp, serial: str) -> None:
-    with db(idp) as session:
-        session.execute(update(DeviceCertificate).where(DeviceCertificate.serial == serial)
-                        .values(locked_until=utcnow() - timedelta(seconds=1)))
+    set_lock_state(idp, serial, locked_until=utcnow() - timedelta(seconds=1))
 
 
 def _fail_until_locked(idp, client, phone, wrong_key) -> datetime:
     for attempt in range(1, FAILURES_BEFORE_LOCK + 1):
         refused(attempt_login(idp, client, phone, sign_with=wrong_key), "bad_signature")
-        locked_until = device_row(idp, phone.serial).locked_until
+        locked_until = lock_state(idp, phone.serial).locked_until
         assert (locked_until is not None and locked_until > utcnow()) == (attempt == FAILURES_BEFORE_LOCK)
     return locked_until
 
@@ -104,7 +102,7 @@ def test_repeated_failures_lock_for_growing_periods_then_unlock(idp, client):
 
     # the lock ended by itself: the right key logs in and the counters start again
     assert login(idp, client, phone).sub
-    row = device_row(idp, phone.serial)
+    row = lock_state(idp, phone.serial)
     assert (row.failed_attempts, row.lock_count, row.locked_until) == (0, 0, None)
 
 
@@ -112,9 +110,7 @@ def test_lock_period_never_exceeds_a_day(idp, client):
     assert [lock_period(n) for n in range(6)] == [timedelta(minutes=m) for m in (1, 4, 16, 64, 256, 1024)]
     assert lock_period(6) == lock_period(10_000) == MAX_LOCK == timedelta(days=1)
     phone = idp.wallet().enroll(card(idp))
-    with db(idp) as session:  # an attacker kept it locked many times over
-        session.execute(update(DeviceCertificate).where(DeviceCertificate.serial == phone.serial)
-                        .values(lock_count=500))
+    set_lock_state(idp, phone.serial, lock_count=500)  # an attacker kept it locked many times over
     started = utcnow()
     locked_until = _fail_until_locked(idp, client, phone, ec.generate_private_key(ec.SECP256R1()))
     assert timedelta(hours=23, minutes=59) <= locked_until - started <= timedelta(days=1, seconds=5)
@@ -128,5 +124,5 @@ def test_a_success_resets_the_failure_count(idp, client):
     assert login(idp, client, phone).sub
     for _ in range(FAILURES_BEFORE_LOCK - 1):
         refused(attempt_login(idp, client, phone, sign_with=wrong_key), "bad_signature")
-    assert device_row(idp, phone.serial).locked_until is None
+    assert lock_state(idp, phone.serial).locked_until is None
     assert login(idp, client, phone).sub

@@ -25,6 +25,7 @@ from idp.storage.models import AuditEntry, AuthorizationCode, Consent, DeviceCer
 from tests.conftest import RunningIdP
 from tests.support import core
 from tests.support.authenticator import SoftAuthenticator, b64url
+from tests.support.lifecycle import lock_state, set_lock_state
 from tests.support.rp import (
     AuthorizationError,
     RelyingParty,
@@ -246,7 +247,7 @@ def test_repeated_failures_lock_the_credential(idp: RunningIdP, rp: RelyingParty
         with requests.Session() as attacker:
             txn = core.start_login(rp, attacker)
             refused(idp.wallet(attacker), txn, device, sign_with=forger)
-    locked_until = core.db_get(idp, DeviceCertificate, device.serial).locked_until
+    locked_until = lock_state(idp, device.serial).locked_until
     assert locked_until is not None and locked_until > utcnow()
     # Even a genuine signature is refused while the lock lasts, with a clear error.
     with requests.Session() as owner:
@@ -263,7 +264,7 @@ def test_repeated_failures_lock_the_credential(idp: RunningIdP, rp: RelyingParty
     with core.db(idp) as session:
         events = session.scalars(select(AuditEntry).where(AuditEntry.event == "device.locked")).all()
         assert any(e.data.get("serial") == device.serial for e in events)
-    core.db_update(idp, DeviceCertificate, device.serial, locked_until=core.ago(1))
+    set_lock_state(idp, device.serial, locked_until=core.ago(1))
     good_login_works(idp, rp, device)
 
 
@@ -274,7 +275,7 @@ def test_a_success_resets_the_failure_count(idp: RunningIdP, rp: RelyingParty, d
             with requests.Session() as attacker:
                 refused(idp.wallet(attacker), core.start_login(rp, attacker), device, sign_with=forger)
         good_login_works(idp, rp, device)
-    assert core.db_get(idp, DeviceCertificate, device.serial).locked_until is None
+    assert lock_state(idp, device.serial).locked_until is None
 
 
 # the authorization endpoint ------------------------------------------------------------------

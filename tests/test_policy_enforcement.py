@@ -3,6 +3,8 @@ for confidential clients of a category whose operator policy allows it, and the 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from idp.policy import load_policy
@@ -16,11 +18,38 @@ def _refused(rp: RelyingParty, browser, **extra) -> AuthorizationError:  # type:
     return error.value
 
 
-def test_verified_claims_from_a_non_financial_client_is_an_error(idp, browser):
-    rp = RelyingParty.register(idp.base_url, redirect_uri="http://127.0.0.1:9/cb", rp_category="medical")
-    claims = {"userinfo": {"verified_claims": {"verification": {"trust_framework": None}, "claims": {"name": None}}}}
-    error = _refused(rp, browser, claims=claims)
-    assert error.error == "invalid_request" and "verified_claims" in (error.description or "")
+@pytest.mark.parametrize("category", ["municipal", "medical", "transport"])
+def test_out_of_policy_claims_are_silently_not_released(idp, category):
+    """PROTOCOL §5 (and OIDC IDA 1.0: omit what cannot be provided): asking for
+    ``verified_claims`` or any claim outside the category's policy is not an error; the
+    claim is neither offered on the consent page nor released."""
+    import requests
+
+    from tests.support.core import txn_of
+
+    rp = RelyingParty.register(idp.base_url, redirect_uri="http://127.0.0.1:9/cb", rp_category=category,
+                               scope="openid")
+    claims = {"userinfo": {"verified_claims": {"verification": {"trust_framework": None}, "claims": {"name": None}},
+                           "address": None, "name": None, "age_over_18": None}}
+    wallet = idp.wallet()
+    device = wallet.enroll(idp.card())
+    browser = requests.Session()
+    txn = txn_of(rp.start(browser, claims=claims, prompt="consent"))
+    offered = wallet.with_session(browser).login(txn, authenticator=device)
+    consent = browser.get(f"{idp.base_url}/consent?txn={txn}", timeout=10)
+    assert consent.status_code == 200
+    shown = set(re.findall(r'data-claim="([^"]+)"', consent.text))
+    allowed = set(idp.services().policy[category].claims)
+    assert shown and shown <= allowed and "verified_claims" not in shown
+    assert offered["status"] == "authenticated"
+    from tests.support.rp import parse_consent_form
+
+    form = parse_consent_form(consent.text)
+    answer = browser.post(f"{idp.base_url}{form.action}", data=form.submission("allow"), allow_redirects=False,
+                          timeout=10)
+    tokens = rp.finish(answer.headers["Location"])
+    released = set(rp.userinfo(tokens.access_token)) - {"sub"}
+    assert released == shown and "verified_claims" not in released
 
 
 def test_discovery_advertises_identity_assurance(idp):

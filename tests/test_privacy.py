@@ -79,3 +79,45 @@ def test_ordinary_values_are_not_flagged(value: object) -> None:
 
 def test_json_integer_is_flagged() -> None:
     assert contains_individual_number({"default_max_age": int(VALID[0])})
+
+
+def _spelled(spelling: str, v: str = VALID[0]) -> str:
+    return spelling.format(a=v[:4], b=v[4:8], c=v[8:], all=v)
+
+
+def _wide(text: str) -> str:
+    """Full-width digits, as an IME writes them."""
+    return text.translate({ord(d): 0xFF10 + int(d) for d in "0123456789"})
+
+
+# Real spellings (PROTOCOL: never asked for, stored or logged): widths, dashes, dots, prefixes.
+SPELLINGS = [
+    "{a}{b}{c}", "{a} {b} {c}", "{a}-{b}-{c}", "{a}\u3000{b}\u3000{c}",  # ideographic space
+    "{a}\uff0d{b}\uff0d{c}",  # full-width hyphen-minus
+    "{a}\u30fc{b}\u30fc{c}",  # katakana prolonged sound mark typed as a dash
+    "{a}\u2010{b}\u2010{c}", "{a}\u2013{b}\u2013{c}", "{a}\u2014{b}\u2014{c}", "{a}\u2212{b}\u2212{c}",
+    "{a}.{b}.{c}", "{a}\uff0e{b}\uff0e{c}", "{a}\u30fb{b}\u30fb{c}", "{a} - {b} - {c}",
+    "No.{all}", "No{all}", "NO. {a} {b} {c}", "no:{a}-{b}-{c}", "番号{all}", "番号：{a} {b} {c}",
+    "個人番号は{a}-{b}-{c}です", "マイナンバー：{a}\u3000{b}\u3000{c}",
+]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_real_spellings_are_recognised(spelling: str) -> None:
+    assert contains_individual_number(_spelled(spelling))
+    assert contains_individual_number(_wide(_spelled(spelling)))  # and in full-width digits
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_real_spellings_with_a_wrong_check_digit_are_not_flagged(spelling: str) -> None:
+    assert not contains_individual_number(_spelled(spelling, wrong(BODIES[0])))
+
+
+@pytest.mark.parametrize("value", [
+    "00000000-0000-0000-0000-000000000000",  # an AAGUID
+    f"{VALID[0][:8]}-{VALID[0][8:]}00-0000-0000-000000000000",
+    "2026-12-01 12:00:00", "090-1234-5678", "〒370-0001 群馬県高崎市", f"ab{VALID[0]}", f"{VALID[0]}x",
+    f"{VALID[0]} {VALID[1][:4]}",  # sixteen digits: not a 12-digit number
+])
+def test_lookalikes_are_not_flagged(value: str) -> None:
+    assert not contains_individual_number(value)

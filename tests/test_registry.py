@@ -173,10 +173,8 @@ def test_other_refusals(body: dict[str, Any]) -> None:
         check(body)
 
 
-def test_native_private_use_redirect_has_a_sector_or_is_refused() -> None:
-    body = municipal(application_type="native", redirect_uris=["com.example.app:/cb"])
-    try:
-        meta = check(body)
-    except (InvalidClientMetadata, InvalidRedirectUri):
-        return
-    assert sector_identifier(redirect_uris=meta["redirect_uris"], sector_identifier_uri=None)
+def test_native_private_use_redirect_has_a_sector_of_its_own() -> None:
+    """PROTOCOL §7.2: a private-use scheme names no operator, so the app is its own sector."""
+    meta = check(municipal(application_type="native", redirect_uris=["com.example.app:/cb"]))
+    assert sector_identifier(redirect_uris=meta["redirect_uris"], sector_identifier_uri=None,
+                             application_type="native", client_id="app-1") == "native:app-1"

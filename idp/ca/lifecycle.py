@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,7 +23,7 @@ from idp.ca.profile import issue_device_certificate, new_serial_number
 from idp.device.webauthn import RegisteredCredential
 from idp.oidc.token_family import revoke_tokens
 from idp.settings import Settings
-from idp.storage.models import CrlState, DeviceCertificate, utcnow
+from idp.storage.models import CredentialLockout, CrlState, DeviceCertificate, utcnow
 
 DEVICE_CERTIFICATE_MAX_LIFETIME = timedelta(days=3 * 365)
 CRL_LIFETIME = timedelta(hours=24)
@@ -145,8 +145,7 @@ def reinstate(session: Session, device: DeviceCertificate, *, by: str) -> None:
     device.revoked_at = None
     device.revocation_reason = None
     device.sign_count = 0
-    device.failed_attempts = 0
-    device.locked_until = None
+    session.execute(delete(CredentialLockout).where(CredentialLockout.device_serial == device.serial))
     audit.record(session, "certificate.reinstated", serial=device.serial, account=device.account_id, by=by)
     _crl_stale(session)
 

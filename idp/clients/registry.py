@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from idp.clients import fapi
 from idp.clients.fetch import FetchError, check_url, fetch_json
 from idp.errors import InvalidClientMetadata, InvalidRedirectUri
-from idp.pairwise import redirect_hosts, sector_identifier
+from idp.pairwise import native_without_sector, redirect_hosts, sector_identifier
 from idp.policy import CATEGORIES, Policy
 from idp.privacy import contains_individual_number
 from idp.settings import LOOPBACK_HOSTS
@@ -188,6 +188,9 @@ def validate_metadata(body: Any, *, policy: Policy, allow_http_loopback: bool) -
     if sector_uri is not None:
         meta["sector_identifier_uri"] = _check_sector_identifier_uri(
             sector_uri, meta["redirect_uris"], allow_http_loopback)
+    elif native_without_sector(redirect_uris=meta["redirect_uris"], sector_identifier_uri=None,
+                               application_type=meta["application_type"]):
+        pass  # a sector of its own (PROTOCOL §7.2), whatever the loopback hosts or app schemes
     elif len(redirect_hosts(meta["redirect_uris"])) > 1:
         raise InvalidClientMetadata(
             "redirect_uris name several hosts: register a sector_identifier_uri (OIDC Core §8.1)")
@@ -359,7 +362,8 @@ def create_client(session: Session, meta: dict[str, Any]) -> tuple[Client, dict[
         client_id_issued_at=int(time.time()),
         rp_category=meta["rp_category"],
         sector_identifier=sector_identifier(redirect_uris=meta["redirect_uris"],
-                                            sector_identifier_uri=meta.get("sector_identifier_uri")),
+                                            sector_identifier_uri=meta.get("sector_identifier_uri"),
+                                            application_type=meta.get("application_type"), client_id=client_id),
         registration_access_token_hash=digest(issued["registration_access_token"]),
         client_metadata=meta,
     )

@@ -7,19 +7,24 @@ unexpired, the credential must not be locked, and the outcome is recorded:
   the certificate suspended (certificateHold) and the event audited; only a fresh JPKI
   proof re-activates it;
 - consecutive failures lock the credential for a growing period (PROTOCOL §6), capped
-  at a day, with the time it ends in the error.
+  at a day, with the time it ends in the error. Failures are counted per credential *and*
+  client address (behind ``IDP_PROXY_HOPS`` the forwarded one): credential IDs are not
+  secrets, so whoever knows one can lock it only for their own address, never for its
+  owner elsewhere (PROTOCOL §7.6). Guessing from one place is still stopped.
 Those side effects are committed even though the request fails (``commit_despite_error``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from flask import g
-from sqlalchemy import select
+from flask import g, request
+from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from idp import audit
 from idp.ca.lifecycle import suspend
@@ -27,7 +32,7 @@ from idp.context import services
 from idp.device import webauthn
 from idp.errors import InvalidRequest, Locked, ProtocolError
 from idp.oidc.session import current_db
-from idp.storage.models import DeviceCertificate, utcnow
+from idp.storage.models import CredentialLockout, DeviceCertificate, utcnow
 from idp.web.base64 import b64url_decode
 
 FAILURES_BEFORE_LOCK = 5
@@ -71,12 +76,13 @@ def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, 
     committed although the request fails.
     """
     now = utcnow()
-    if device.locked_until is not None and device.locked_until > now:
-        until = device.locked_until.isoformat().replace("+00:00", "Z")
+    locked_until = current_db().scalar(select(CredentialLockout.locked_until).where(*_this_address(device)))
+    if locked_until is not None and locked_until > now:
+        until = locked_until.isoformat().replace("+00:00", "Z")
         _refused(device, failure_event, "credential_locked")
         g.commit_despite_error = True
         raise Locked(f"this credential is locked after repeated failures until {until}",
-                     headers={"Retry-After": str(int((device.locked_until - now).total_seconds()) + 1)})
+                     headers={"Retry-After": str(int((locked_until - now).total_seconds()) + 1)})
     try:
         _check_state(device, expected_state)
     except AssertionRefused as exc:
@@ -101,10 +107,16 @@ def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, 
         _count_failure(device, exc.code, failure_event)
         g.commit_despite_error = True
         raise AssertionRefused(exc.description, error=exc.code) from None
+    if result.backup_eligible != device.backup_eligible:
+        # WebAuthn L3 §6.1.3: the BE flag is fixed when the credential is created. A change
+        # means another authenticator (or a synced copy) answers for this credential.
+        _refused(device, failure_event, "backup_eligibility_changed")
+        g.commit_despite_error = True
+        raise AssertionRefused("the authenticator's backup eligibility differs from when this device was "
+                               "enrolled; this credential cannot be used, enrol the device again",
+                               error="backup_eligibility_changed")
     device.sign_count = result.new_sign_count
-    device.failed_attempts = 0
-    device.lock_count = 0
-    device.locked_until = None
+    current_db().execute(delete(CredentialLockout).where(*_this_address(device)))
     device.last_used_at = now
     audit.record(current_db(), event, serial=device.serial, account=device.account_id)
     return result
@@ -152,16 +164,39 @@ def _suspend_clone(device: DeviceCertificate) -> None:
     suspend(current_db(), device, reason="certificateHold", event="device.clone_suspected")
 
 
+def client_address_key() -> str:
+    """This request's client address (the forwarded one behind ``IDP_PROXY_HOPS`` trusted
+    proxies, which ProxyFix has already put in ``remote_addr``), keyed with the deployment
+    secret: the lock-out table never holds a person's IP address in clear."""
+    address = (request.remote_addr or "unknown").encode("utf-8", "replace")
+    return hmac.new(services().secret_key.encode(), b"lockout:" + address, hashlib.sha256).hexdigest()
+
+
+def _this_address(device: DeviceCertificate) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    return CredentialLockout.device_serial == device.serial, CredentialLockout.address == client_address_key()
+
+
 def _count_failure(device: DeviceCertificate, code: str, failure_event: str) -> None:
-    """Count a failed signature; the FAILURES_BEFORE_LOCK-th in a row locks the credential
-    for :func:`lock_period` of the number of locks so far (1, 4, 16… minutes, ≤ a day)."""
-    device.failed_attempts += 1
-    audit.record(current_db(), failure_event, serial=device.serial, account=device.account_id, reason=code,
-                 attempt=device.failed_attempts)
-    if device.failed_attempts >= FAILURES_BEFORE_LOCK:
-        period = lock_period(device.lock_count)
-        device.locked_until = utcnow() + period
-        device.lock_count += 1
-        device.failed_attempts = 0
-        audit.record(current_db(), "device.locked", serial=device.serial, account=device.account_id,
-                     until=device.locked_until.isoformat(), minutes=int(period.total_seconds() // 60))
+    """Count a failed signature from this address; the FAILURES_BEFORE_LOCK-th in a row
+    locks the credential for this address for :func:`lock_period` of the number of locks
+    so far (1, 4, 16… minutes, ≤ a day). The count is one upsert, so parallel failures
+    are all counted."""
+    session, now = current_db(), utcnow()
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    table = CredentialLockout.__table__
+    statement = insert(table).values(device_serial=device.serial, address=client_address_key(), failed_attempts=1,
+                                     lock_count=0, locked_until=None, updated_at=now)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.device_serial, table.c.address],
+        set_={"failed_attempts": table.c.failed_attempts + 1, "updated_at": now})
+    attempts, lock_count = session.connection().execute(
+        statement.returning(table.c.failed_attempts, table.c.lock_count)).one()
+    audit.record(session, failure_event, serial=device.serial, account=device.account_id, reason=code,
+                 attempt=attempts)
+    if attempts >= FAILURES_BEFORE_LOCK:
+        period = lock_period(lock_count)
+        until = now + period
+        session.execute(update(CredentialLockout).where(*_this_address(device))
+                        .values(locked_until=until, lock_count=lock_count + 1, failed_attempts=0))
+        audit.record(session, "device.locked", serial=device.serial, account=device.account_id,
+                     until=until.isoformat(), minutes=int(period.total_seconds() // 60))

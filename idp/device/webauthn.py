@@ -134,6 +134,7 @@ class VerifiedAssertion:
     user_verified: bool
     user_present: bool
     backed_up: bool
+    backup_eligible: bool = False
 
 
 def creation_options(
@@ -336,6 +337,7 @@ def verify_assertion(
         user_verified=auth_data.flags.uv,
         user_present=auth_data.flags.up,
         backed_up=verified.credential_backed_up,
+        backup_eligible=auth_data.flags.be,
     )
 
 

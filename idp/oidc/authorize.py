@@ -312,12 +312,13 @@ def check_acr_request(c: Checked) -> None:
 
 
 def check_policy(c: Checked) -> None:
-    """Category rules at authorization (PROTOCOL §5): pushed requests where the policy says;
-    ``verified_claims`` only for a category whose policy releases it (issue 6, IDA §5)."""
+    """Category rules at authorization (PROTOCOL §5): pushed requests where the policy says.
+
+    A claim outside the category's policy, ``verified_claims`` included, is no error: it is
+    simply not released nor offered on the consent page (PROTOCOL §5; OIDC Identity
+    Assurance 1.0 §6.5: the OP omits what it cannot provide). :mod:`idp.oidc.claims`
+    leaves it out when the release is planned."""
     rules = services().policy[c.client.category]
-    if claims_mod.requests_verified_claims(c.claims_request) and "verified_claims" not in rules.claims:
-        raise AuthorizationError("invalid_request",
-                                 f"verified_claims is not available to {c.client.category} clients")
     if (rules.require_par or c.client.metadata.get("require_pushed_authorization_requests") is True) \
             and not c.pushed:
         raise AuthorizationError("invalid_request",

@@ -108,10 +108,6 @@ def plan_release(scope: str, claims_request: Mapping[str, Any] | None, policy: C
     )
 
 
-def requests_verified_claims(claims_request: Mapping[str, Any] | None) -> bool:
-    return any("verified_claims" in (claims_request or {}).get(m, {}) for m in ("userinfo", "id_token"))
-
-
 def attributes_of(account: Account) -> JpkiAttributes:
     return JpkiAttributes(name=account.name, name_substitution=account.name_substitution,
                           gender=account.gender, date_of_birth=account.date_of_birth,

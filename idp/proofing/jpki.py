@@ -170,9 +170,16 @@ class JpkiTrustStore:
         self,
         anchors: Sequence[x509.Certificate] = (),
         crls: Iterable[tuple[str, x509.CertificateRevocationList]] = (),
+        *,
+        accept_test_cards: bool = False,
     ) -> None:
-        """``crls`` pairs each CRL with a label (its file) for error messages."""
+        """``crls`` pairs each CRL with a label (its file) for error messages.
+
+        ``accept_test_cards`` admits the test card policy OID; only a development issuer
+        passes True (PROTOCOL §7.6: nothing made for development is trusted with https).
+        """
         self._anchors = tuple(anchors)
+        self.accept_test_cards = accept_test_cards
         self._store = Store(list(self._anchors)) if self._anchors else None
         self._revocations = self._index_crls(crls)
         self._crl_checked = time.monotonic()
@@ -181,15 +188,17 @@ class JpkiTrustStore:
             logger.warning("no JPKI trust anchors configured: every JPKI certificate will be refused")
 
     @classmethod
-    def from_paths(cls, anchors: Path | None, crls: Path | None) -> JpkiTrustStore:
+    def from_paths(cls, anchors: Path | None, crls: Path | None, *, extra_anchors: Sequence[Path] = (),
+                   accept_test_cards: bool = False) -> JpkiTrustStore:
         """Load PEM/DER certificates and CRLs from a file or a folder of files.
 
         A missing anchors location yields a store that refuses everything; a
         given CRL location must exist, and a corrupt or unverifiable CRL
-        raises at load, naming its file.
+        raises at load, naming its file. ``extra_anchors`` are files trusted as well
+        (the development TEST root, kept apart from the operator's anchors).
         """
-        certificates = [c for path in _files(anchors) for c in _read_certificates(path)]
-        store = cls(certificates, _read_crl_files(crls))
+        certificates = [c for path in [*_files(anchors), *extra_anchors] for c in _read_certificates(path)]
+        store = cls(certificates, _read_crl_files(crls), accept_test_cards=accept_test_cards)
         store._crl_fingerprint = _fingerprint(crls)
         logger.info("loaded %d JPKI trust anchors", len(certificates))
         return store
@@ -257,9 +266,20 @@ class JpkiTrustStore:
             issuer_der=certificate.issuer.public_bytes(),
             not_before=certificate.not_valid_before_utc,
             not_after=certificate.not_valid_after_utc,
-            policy_oid=_policy_oid(certificate),
+            policy_oid=self._check_policy(certificate),
             attributes=_read_attributes(certificate),
         )
+
+    def trusts(self, certificate: x509.Certificate) -> bool:
+        """True when ``certificate`` is one of this store's anchors."""
+        return any(anchor == certificate for anchor in self._anchors)
+
+    def _check_policy(self, certificate: x509.Certificate) -> str:
+        """The card's policy OID; the test card OID only when this store accepts test cards."""
+        policy = _policy_oid(certificate)
+        if policy == TEST_POLICY_OID and not self.accept_test_cards:
+            raise JpkiError("bad_policy", "a test card certificate is accepted only by a development deployment")
+        return policy
 
     def _check_path(
         self, certificate: x509.Certificate, intermediates: list[x509.Certificate], at: datetime.datetime

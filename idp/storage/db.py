@@ -13,6 +13,7 @@ request waits at most ``POOL_TIMEOUT`` s for a pooled connection; SQLite waits a
 from __future__ import annotations
 
 import fcntl
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -120,11 +121,23 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+def _private_file(path: Path, *, create: bool = True) -> None:
+    """Mode 0600 for a SQLite file: it holds personal data (APPI §23, security control
+    measures). SQLite creates the -wal and -shm files with the database file's mode, so
+    creating the database 0600 keeps all three private; existing files are narrowed."""
+    if create and not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    if path.exists() and path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+
+
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        on_disk = bool(path) and path != ":memory:" and not path.startswith("file:")
+        if on_disk:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(path))
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
@@ -137,6 +150,9 @@ def _make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.close()
+            if on_disk:  # the WAL and shared-memory files exist once WAL mode is on
+                for suffix in ("", "-wal", "-shm"):
+                    _private_file(Path(path + suffix), create=False)
 
         return engine
     connect_args: dict[str, object] = {}

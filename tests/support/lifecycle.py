@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from idp import cli
 from idp.proofing.demo_card import TestCard, cached_key
-from idp.storage.models import AuditEntry, DeviceCertificate
+from idp.storage.models import AuditEntry, CredentialLockout, DeviceCertificate
 from tests.support.rp import RelyingParty, TokenResult, browser_login
 from tests.support.wallet import Enrolled, Wallet, WalletError
 
@@ -145,6 +145,43 @@ def device_row(idp: Any, serial: str) -> DeviceCertificate:
         assert device is not None
         session.expunge(device)
         return device
+
+
+@dataclass
+class LockState:
+    """A credential's lock-out counters for the test client's address (all tests send from
+    127.0.0.1, so there is at most one row per credential)."""
+
+    failed_attempts: int = 0
+    lock_count: int = 0
+    locked_until: Any = None
+
+
+def lock_state(idp: Any, serial: str) -> LockState:
+    with db(idp) as session:
+        rows = session.scalars(select(CredentialLockout).where(CredentialLockout.device_serial == serial)).all()
+        assert len(rows) <= 1, "failures from more than one address"
+        return LockState(rows[0].failed_attempts, rows[0].lock_count, rows[0].locked_until) if rows else LockState()
+
+
+def set_lock_state(idp: Any, serial: str, **values: Any) -> None:
+    """Edit the lock-out row of ``serial`` (creating it for this address if needed)."""
+    with db(idp) as session:
+        row = session.scalars(select(CredentialLockout).where(CredentialLockout.device_serial == serial)).first()
+        if row is None:
+            row = CredentialLockout(device_serial=serial, address=loopback_address_key(idp), failed_attempts=0,
+                                    lock_count=0)
+            session.add(row)
+        for name, value in values.items():
+            setattr(row, name, value)
+
+
+def loopback_address_key(idp: Any) -> str:
+    """The lock-out key the IdP uses for a test client on 127.0.0.1."""
+    with idp.app.test_request_context("/", environ_base={"REMOTE_ADDR": "127.0.0.1"}):
+        from idp.device.assertions import client_address_key
+
+        return client_address_key()
 
 
 def audit_count(idp: Any) -> int:
