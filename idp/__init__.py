@@ -16,13 +16,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp import errors
     from idp.ca import views as ca_views
     from idp.context import load_services
-    from idp import enrollment
+    from idp import enrollment, openapi
     from idp.oidc import session as db_session
     from idp.oidc import views as oidc_views
     from idp.oidc.server import create_server
     from idp.ops import health, logs, metrics, outage
     from idp.signing import web as signing_web
-    from idp.web import account, browser, consent, dev_host, guide, i18n, input_guard, login, ratelimit
+    from idp.web import account, browser, consent, dev_host, guide, headers, i18n, input_guard, login, ratelimit
 
     settings = settings or Settings.from_env()
     services = load_services(settings)
@@ -35,10 +35,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["idp"] = services
-    if settings.proxy_hops:  # the client address that rate limits count comes from X-Forwarded-For
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+    if settings.proxy_hops:
+        # Behind IDP_PROXY_HOPS trusted reverse proxies: the client address (rate limits),
+        # scheme (authlib's https check) and host come from their X-Forwarded-* headers.
+        # URLs the IdP signs or compares (aud, htu, endpoints) come from the issuer, never
+        # from these headers (idp.settings.Settings.url).
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops,  # type: ignore[method-assign]
+                                x_host=hops, x_port=hops)
     logs.init_app(app)
     errors.init_app(app)
+    headers.init_app(app)
     outage.init_app(app)
     signing_web.init_app(app)
     metrics.init_app(app, settings.metrics_token)
@@ -49,8 +56,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     browser.init_app(app)
     i18n.init_app(app)
     app.extensions["idp.oauth"] = create_server(app)
-    for blueprint in (health.bp, oidc_views.bp, enrollment.bp, login.bp, consent.bp, account.bp, ca_views.bp,
-                      guide.bp):
+    for blueprint in (health.bp, oidc_views.bp, openapi.bp, enrollment.bp, login.bp, consent.bp, account.bp,
+                      ca_views.bp, guide.bp):
         app.register_blueprint(blueprint)
     ratelimit.init_app(app, settings)
     if settings.development:  # the newcomer's demo exists only on a localhost issuer

@@ -73,6 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             self.cfg.set("threads", args.threads if args.worker_class == "gthread" else 1)
             self.cfg.set("accesslog", None)
             self.cfg.set("timeout", 30)
+            # X-Forwarded-* are trusted only as IDP_PROXY_HOPS says, by ProxyFix in the app;
+            # gunicorn must not trust them on its own (its default trusts any loopback peer).
+            self.cfg.set("forwarded_allow_ips", "*" if settings.proxy_hops else "")
             self.cfg.set("graceful_timeout", serving.GRACEFUL_TIMEOUT)
             self.cfg.set("child_exit", serving.child_exit)
             self.cfg.set("logger_class", serving.json_logger_class())

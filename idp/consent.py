@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp import audit
@@ -42,8 +43,8 @@ def grant_consent(session: Session, *, account_id: str, client_id: str, claims: 
     """Record the decision; ``remember=False`` keeps a record but lets no later login skip the page."""
     consent = find_consent(session, account_id, client_id)
     if consent is None:
-        consent = Consent(account_id=account_id, client_id=client_id)
-        session.add(consent)
+        consent = _first_consent(session, Consent(account_id=account_id, client_id=client_id, claims=[], scopes=[],
+                                                  purpose=purpose, policy_version="", granted_at=utcnow()))
     consent.claims = sorted(set(claims))
     consent.scopes = sorted(set(scopes))
     consent.purpose = purpose
@@ -53,6 +54,21 @@ def grant_consent(session: Session, *, account_id: str, client_id: str, claims: 
     session.flush()
     audit.record(session, "consent.granted", account=account_id, client=client_id,
                  claims=consent.claims, remembered=remember)
+
+
+def _first_consent(session: Session, row: Consent) -> Consent:
+    """Insert the row, or take the one a parallel first consent (another tab) just inserted:
+    the unique key decides, and the loser updates the winner's row instead of failing."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+        return row
+    except IntegrityError:
+        existing = find_consent(session, row.account_id, row.client_id)
+        if existing is None:
+            raise
+        return existing
 
 
 def withdraw_consent(session: Session, account_id: str, client_id: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
@@ -87,6 +88,12 @@ def init_app(app: Flask) -> None:
         response.headers.update(exc.headers)
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    @app.errorhandler(InsecureTransportError)
+    def _insecure_transport(exc: InsecureTransportError) -> Response:
+        """RFC 6749 §3.1/§3.2 need TLS; plain http from a proxy the IdP was not told to trust
+        (IDP_PROXY_HOPS) is refused as a request error, not a server fault."""
+        return _protocol_error(InvalidRequest("the IdP must be reached over https (or through a trusted proxy)"))
 
     @app.errorhandler(UnsafeAuthorizationRequest)
     def _unsafe_request(exc: UnsafeAuthorizationRequest) -> tuple[str, int]:

@@ -124,3 +124,17 @@ def test_behind_a_trusted_proxy_each_client_address_has_its_own_limit(tmp_path_f
         assert begin("203.0.113.2") == 200  # another client behind the same proxy
     finally:
         servers.close()
+
+
+def test_authorization_transactions_are_limited_per_address(limited):
+    """Each /authorize (or /par) may store a transaction, unauthenticated: its own group,
+    FACTORS times the per-minute budget."""
+    from idp.web.ratelimit import FACTORS
+
+    query = {"client_id": "unknown", "response_type": "code"}
+    for _ in range(LIMIT * FACTORS["authorization"]):
+        response = requests.get(limited.base_url + "/authorize", params=query, timeout=10, allow_redirects=False)
+        assert response.status_code == 400
+    response = requests.get(limited.base_url + "/authorize", params=query, timeout=10, allow_redirects=False)
+    assert response.status_code == 429 and 0 < int(response.headers["Retry-After"]) <= 60
+    assert_limited(requests.post(limited.base_url + "/par", data={"client_id": "x"}, timeout=10))

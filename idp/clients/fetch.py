@@ -76,9 +76,10 @@ class FetchError(ValueError):
     would make the IdP a port scanner).
     """
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, reason: str = "refused") -> None:
         super().__init__("could not be fetched")
         self.detail = detail
+        self.reason = reason  # a bounded label for metrics: refused, busy, status, size, deadline, network
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class Fetched:
         try:
             return bounded_json.loads(self.body)
         except ValueError:
-            raise FetchError("the body is not JSON") from None
+            raise FetchError("the body is not JSON", "status") from None
 
 
 def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -140,8 +141,8 @@ def check_url(url: str, *, allow_http_loopback: bool) -> SplitResult:
         raise FetchError("a fragment")
     if parts.username is not None or parts.password is not None:
         raise FetchError("user information in the URL")
-    if not host or port == 0:
-        raise FetchError("no host or port")
+    if not host or port == 0 or len(host) > 253:  # RFC 1035 §2.3.4
+        raise FetchError("no host, or no valid host or port")
     literal = _literal_address(host)
     loopback = _loopback_name(host) or (literal is not None and literal.is_loopback and not
                                         (isinstance(literal, ipaddress.IPv6Address) and literal.ipv4_mapped))
@@ -164,7 +165,7 @@ def _resolve(host: str, port: int, *, allow_loopback: bool) -> list[Address]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise FetchError(f"cannot resolve {host!r}: {exc}") from None
+        raise FetchError(f"cannot resolve {host!r}: {exc}", "network") from None
     addresses: list[Address] = []
     for family, _type, _proto, _name, sockaddr in infos:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
@@ -224,14 +225,13 @@ def fetch(url: str, *, allow_http_loopback: bool, method: str = "GET", body: byt
     """
     if bounded and not _slots.acquire(blocking=False):
         log.warning("outbound fetch refused: %d fetches already in flight", CONCURRENT_FETCHES)
-        metrics.fetch_failed("in flight")
-        raise FetchError("too many outbound fetches in flight")
+        raise FetchError("too many outbound fetches in flight", "busy")
     try:
         return _fetch(url, allow_http_loopback=allow_http_loopback, method=method, body=body,
                       headers=headers or {}, accept=accept, deadline=deadline)
     except FetchError as exc:
         log.warning("outbound %s %s failed: %s", method, _for_log(url), exc.detail)
-        metrics.fetch_failed(exc.detail)
+        metrics.fetch_failed(exc.reason)
         raise
     finally:
         if bounded:
@@ -264,27 +264,27 @@ def _fetch(url: str, *, allow_http_loopback: bool, method: str, body: bytes | No
         connection.request(method, target, body=body, headers=request_headers)
         response = connection.getresponse()
         if not 200 <= response.status < 300:
-            raise FetchError(f"answered HTTP {response.status}")
+            raise FetchError(f"answered HTTP {response.status}", "status")
         declared = response.getheader("Content-Length")
         if declared and declared.isdigit() and int(declared) > MAX_BYTES:
-            raise FetchError(f"declares {declared} bytes, more than {MAX_BYTES}")
+            raise FetchError(f"declares {declared} bytes, more than {MAX_BYTES}", "size")
         chunks: list[bytes] = []
         size = 0
         while chunk := response.read1(16384):
             size += len(chunk)
             if size > MAX_BYTES:
-                raise FetchError(f"more than {MAX_BYTES} bytes")
+                raise FetchError(f"more than {MAX_BYTES} bytes", "size")
             chunks.append(chunk)
             if time.monotonic() - started > deadline:
-                raise FetchError(f"no complete answer within {deadline} s")
+                raise FetchError(f"no complete answer within {deadline} s", "deadline")
         answer_headers = {k.lower(): v for k, v in response.getheaders()}
         return Fetched(response.status, answer_headers, b"".join(chunks))
     except FetchError:
         raise
     except (OSError, http.client.HTTPException, ValueError) as exc:
         if aborted.is_set():
-            raise FetchError(f"no complete answer within {deadline} s") from None
-        raise FetchError(f"{type(exc).__name__}: {exc}") from None
+            raise FetchError(f"no complete answer within {deadline} s", "deadline") from None
+        raise FetchError(f"{type(exc).__name__}: {exc}", "network") from None
     finally:
         watchdog.cancel()
         connection.close()

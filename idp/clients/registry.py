@@ -51,6 +51,7 @@ STRING_FIELDS = ("client_name", "purpose", "software_id", "software_version")
 RESPONSE_TYPES = ("code",)  # the authorization code flow only (OIDC Core §3.1)
 GRANT_TYPES = ("authorization_code", "refresh_token")
 MAX_STRING = 300
+MAX_HOST_LENGTH = 253  # a DNS name (RFC 1035 §2.3.4); the sector column holds one
 
 
 def default_id_token_alg(category: str) -> str:
@@ -248,7 +249,13 @@ def _redirect_uris(value: Any, application_type: str, allow_http_loopback: bool)
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise InvalidRedirectUri("redirect_uris must be a non-empty list of URIs")
     for uri in value:
-        parts = urlsplit(uri)
+        try:  # RFC 3986 §3.2.2: a bracketed host must be an IP literal; the port a number
+            parts = urlsplit(uri)
+            host, _port = parts.hostname, parts.port
+        except ValueError:
+            raise InvalidRedirectUri(f"redirect URI {uri[:200]!r} is not a valid URI") from None
+        if host and len(host) > MAX_HOST_LENGTH:
+            raise InvalidRedirectUri(f"redirect URI host is longer than {MAX_HOST_LENGTH} characters (RFC 1035 §2.3.4)")
         if parts.fragment or "#" in uri:
             raise InvalidRedirectUri(f"redirect URI {uri!r} must not contain a fragment (RFC 6749 §3.1.2)")
         if not parts.scheme or len(uri) > 2000:

@@ -53,6 +53,16 @@ TRANSACTION_LIFETIME = timedelta(minutes=10)
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 MAX_PARAM_LENGTH = 4096
 MAX_REQUEST_PARAM_LENGTH = 64 * 1024
+# What a transaction or a pushed request keeps: OIDC Core §3.1.2.1 and §5.5, RFC 7636 §4.3,
+# OIDC for Identity Assurance (purpose), RFC 9449 §10 (dpop_jkt). Anything else is ignored
+# (RFC 6749 §3.1: "The authorization server MUST ignore unrecognized request parameters"),
+# so a request cannot make the IdP store what it likes.
+AUTHORIZATION_PARAMETERS = frozenset({
+    "response_type", "client_id", "redirect_uri", "scope", "state", "nonce", "response_mode", "display",
+    "prompt", "max_age", "ui_locales", "claims_locales", "id_token_hint", "login_hint", "acr_values", "claims",
+    "code_challenge", "code_challenge_method", "purpose", "dpop_jkt",
+})
+MAX_STORED_PARAMETERS = 16 * 1024  # characters of all kept values together
 # The key under which a transaction's stored request keeps what validating it learned.
 CHECKED_MARK = "_checked"
 
@@ -200,6 +210,15 @@ def check_lengths(c: Checked) -> None:
         raise AuthorizationError("invalid_request", f"parameter too long: {c.params[OVERSIZED]}")
 
 
+def keep_recognised_parameters(c: Checked) -> None:
+    """RFC 6749 §3.1: unrecognised parameters are ignored, so they are not stored either;
+    what is kept is bounded in size."""
+    for key in [key for key in c.params if key not in AUTHORIZATION_PARAMETERS]:
+        del c.params[key]
+    if sum(len(str(value)) for value in c.params.values()) > MAX_STORED_PARAMETERS:
+        raise AuthorizationError("invalid_request", "the authorization request is too large")
+
+
 def check_response_mode(c: Checked) -> None:
     mode = c.params.get("response_mode")
     if mode not in (None, "", "query"):
@@ -317,6 +336,7 @@ def check_dpop_jkt(c: Checked) -> None:
 
 CHECKS: tuple[Callable[[Checked], None], ...] = (
     check_lengths,
+    keep_recognised_parameters,
     check_response_mode,
     check_request_object,
     check_openid_scope,

@@ -114,7 +114,7 @@ def csrf_token() -> str:
 
 def end_and_notify(client_id: str | None) -> None:
     """End this browser's session and send back-channel Logout Tokens (if it was active)."""
-    active = browser.current_session()
+    active = browser.current_session(scoped=True)
     ended = browser.end_session()
     if active is None or ended is None:
         return
@@ -136,7 +136,7 @@ def handle() -> ResponseReturnValue:
     if request.method == "POST" and "logout_decision" in request.form:
         return confirmed()
     req = check(request.values)
-    session = browser.current_session()
+    session = browser.current_session(scoped=True)
     if req.hint is not None and (session is None or hint_matches(req, session)):
         return finish(req)
     if session is None and req.target is None:

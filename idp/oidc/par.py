@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from flask import current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
@@ -70,6 +71,8 @@ def push() -> ResponseReturnValue:
     try:
         client = server.authenticate_client(server.create_oauth2_request(None),
                                             AuthorizationCodeGrant.TOKEN_ENDPOINT_AUTH_METHODS, "par")
+    except InsecureTransportError:
+        raise  # plain http from an untrusted proxy: a request error (idp.errors), not a client's fault
     except OAuth2Error as exc:
         raise ProtocolError(exc.get_error_description() or "client authentication failed",
                             error="invalid_client", status=401) from None

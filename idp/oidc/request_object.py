@@ -85,7 +85,12 @@ def resolve(params: Mapping[str, Any], client: RegisteredClient) -> dict[str, An
             raise RequestObjectError("invalid_request_object",
                                      f"{key} in the request object differs from the request")
     merged = {k: v for k, v in params.items() if k not in ("request", "request_uri")}
-    merged.update(as_parameters(claims))
+    members = as_parameters(claims)
+    if any("\x00" in key or "\x00" in value for key, value in members.items()):
+        # The request's input guard never saw these values (PROTOCOL §7.6: no NUL anywhere).
+        raise RequestObjectError("invalid_request_object", "the request object contains a NUL character",
+                                 unverified_state(text))
+    merged.update(members)
     return merged
 
 

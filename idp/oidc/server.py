@@ -85,6 +85,7 @@ class AuthorizedUser:
 @dataclass
 class StoredCode(AuthorizationCodeMixin):
     row: AuthorizationCode
+    account: Account | None = None  # read with the code (the session's identity map holds it only weakly)
 
     @property
     def code_challenge(self) -> str | None:
@@ -142,8 +143,8 @@ class StoredToken(TokenMixin):
         return RegisteredClient(current_db().get(Client, self.row.client_id))
 
 
-def user_from(row: AuthorizationCode | Token) -> AuthorizedUser:
-    account = current_db().get(Account, row.account_id)
+def user_from(row: AuthorizationCode | Token, account: Account | None = None) -> AuthorizedUser:
+    account = account or current_db().get(Account, row.account_id)
     return AuthorizedUser(account=account, auth_time=row.auth_time, acr=row.acr, amr=list(row.amr),
                           session_id=row.session_id, claims_request=row.claims,
                           nonce=getattr(row, "nonce", None), device_serial=row.device_serial)
@@ -274,10 +275,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                            AuthorizationCode.client_id == client.client_id, AuthorizationCode.used_at.is_(None),
                            AuthorizationCode.expires_at > now, used_at=now):
             # with its account, which the ID token needs next (one statement, both in the session)
-            spent, _account = session.execute(
+            spent, account = session.execute(
                 select(AuthorizationCode, Account).join(Account, Account.id == AuthorizationCode.account_id)
                 .where(AuthorizationCode.code_hash == digest)).one()
-            return StoredCode(spent)
+            return StoredCode(spent, account)
         row = session.get(AuthorizationCode, digest, populate_existing=True)
         if row is not None and row.client_id == client.client_id and row.used_at is not None:
             revoke_tokens(session, family=row.code_hash)
@@ -294,7 +295,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Nothing left to do: :meth:`query_authorization_code` spent the code."""
 
     def authenticate_user(self, authorization_code: StoredCode) -> AuthorizedUser:
-        return user_from(authorization_code.row)
+        return user_from(authorization_code.row, authorization_code.account)
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
                        include_refresh_token=True):  # type: ignore[no-untyped-def]

@@ -66,19 +66,13 @@ def audit_event(event_name: str) -> None:
         LOCKOUTS.inc()
 
 
-_FETCH_REASONS = (("in flight", "busy"), ("answered HTTP", "http_status"), ("bytes", "too_large"),
-                  ("within", "timeout"), ("resolve", "dns"), ("no address", "dns"), ("JSON", "not_json"),
-                  ("non-public", "refused_address"), ("loopback", "refused_address"))
-
-
-def fetch_failed(detail: str) -> None:
-    """An outbound fetch failed; ``detail`` (never a label itself) is mapped to a fixed reason."""
-    reason = next((name for needle, name in _FETCH_REASONS if needle in detail), "other")
-    FETCH_FAILURES.labels(reason).inc()
-
-
 def rate_limited(group: str) -> None:
     RATE_LIMITED.labels(group).inc()
+
+
+def fetch_failed(reason: str) -> None:
+    """An outbound fetch of an RP document failed (idp.clients.fetch); ``reason`` is a bounded label."""
+    FETCH_FAILURES.labels(reason).inc()
 
 
 def _error_code(response: Response) -> str:

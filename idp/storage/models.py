@@ -221,6 +221,9 @@ class BrowserSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set for a session approved on another device (a phone scanning the QR code): it may
+    # finish only this authorization transaction (OAuth Cross-Device Flows Security BCP).
+    scope_txn: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class AuthorizationCode(Base):

@@ -6,7 +6,10 @@
 - ``idp_session`` is the single sign-on session that lets ``prompt=none`` succeed
   (OIDC Core §3.1.2.1). It is valid only while its device certificate is active, so a
   revoked phone ends every session it opened at once, on every instance.
-Both are HttpOnly, SameSite=Lax, Secure on https, and hold 256-bit random values.
+Both are HttpOnly, SameSite=Lax, and hold 256-bit random values. With an https issuer they
+are Secure and carry the ``__Host-`` prefix (RFC 6265bis §4.1.3.2): a browser accepts them
+only from this exact host over https with ``Path=/`` and no ``Domain``, so a sibling
+subdomain or a plain-http page cannot plant or overwrite them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,17 @@ from idp.storage.models import Account, BrowserSession, DeviceCertificate, utcno
 
 BINDING_COOKIE = "idp_browser"
 SESSION_COOKIE = "idp_session"
+HOST_PREFIX = "__Host-"
 SESSION_LIFETIME = timedelta(hours=8)
+
+
+def _secure() -> bool:
+    return services().settings.issuer.startswith("https://")
+
+
+def cookie_name(base: str) -> str:
+    """``base`` with the ``__Host-`` prefix when the issuer is https."""
+    return HOST_PREFIX + base if _secure() else base
 
 
 def _digest(value: str) -> str:
@@ -34,7 +47,7 @@ def _digest(value: str) -> str:
 
 
 def binding_value() -> str:
-    value = g.get("binding_value") or request.cookies.get(BINDING_COOKIE)
+    value = g.get("binding_value") or request.cookies.get(cookie_name(BINDING_COOKIE))
     if not value or len(value) > 128:
         value = secrets.token_urlsafe(32)
         g.new_binding = value
@@ -47,7 +60,7 @@ def binding_digest() -> str:
 
 
 def same_browser(stored_digest: str) -> bool:
-    value = request.cookies.get(BINDING_COOKIE)
+    value = request.cookies.get(cookie_name(BINDING_COOKIE))
     return bool(value) and hmac.compare_digest(_digest(value), stored_digest)
 
 
@@ -86,10 +99,13 @@ def client_sid(sid: str, client_id: str) -> str:
     return mac[:32]
 
 
-def current_session() -> SessionView | None:
+def current_session(*, for_transaction: str | None = None, scoped: bool = False) -> SessionView | None:
     """The valid session of this browser: one statement joins the session, its account and
-    the state of the device certificate that opened it."""
-    value = request.cookies.get(SESSION_COOKIE)
+    the state of the device certificate that opened it. A session scoped to one transaction
+    (approved on another device) counts only for ``for_transaction`` naming that
+    transaction, or with ``scoped`` (logout ends it like any other); never for single
+    sign-on or the account pages."""
+    value = request.cookies.get(cookie_name(SESSION_COOKIE))
     if not value or len(value) > 128:
         return None
     found = current_db().execute(
@@ -104,20 +120,24 @@ def current_session() -> SessionView | None:
     now = utcnow()
     if row.ended_at is not None or row.expires_at <= now or device_state != "active" or device_not_after <= now:
         return None
+    if row.scope_txn is not None and not scoped and row.scope_txn != for_transaction:
+        return None
     return SessionView(row, account)
 
 
-def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: list[str], acr: str) -> None:
+def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: list[str], acr: str,
+                  scope_txn: str | None = None) -> None:
+    """A new session; ``scope_txn``: approved on another device, good for that transaction only."""
     value = secrets.token_urlsafe(32)
     row = BrowserSession(id=_digest(value), sid=secrets.token_urlsafe(24), account_id=account_id,
                          device_serial=device_serial, auth_time=auth_time, amr=amr, acr=acr,
-                         expires_at=utcnow() + SESSION_LIFETIME)
+                         expires_at=utcnow() + SESSION_LIFETIME, scope_txn=scope_txn)
     current_db().add(row)
     g.new_session = value
 
 
 def end_session() -> BrowserSession | None:
-    value = request.cookies.get(SESSION_COOKIE)
+    value = request.cookies.get(cookie_name(SESSION_COOKIE))
     row = current_db().get(BrowserSession, _digest(value)) if value else None
     if row is not None and row.ended_at is None:
         row.ended_at = utcnow()
@@ -128,13 +148,13 @@ def end_session() -> BrowserSession | None:
 def init_app(app: Flask) -> None:
     @app.after_request
     def _cookies(response: Response) -> Response:
-        secure = services().settings.issuer.startswith("https://")
+        secure = _secure()
         if g.get("new_binding"):
-            response.set_cookie(BINDING_COOKIE, g.new_binding, max_age=30 * 24 * 3600, httponly=True,
+            response.set_cookie(cookie_name(BINDING_COOKIE), g.new_binding, max_age=30 * 24 * 3600, httponly=True,
                                 secure=secure, samesite="Lax", path="/")
         if g.get("new_session"):
-            response.set_cookie(SESSION_COOKIE, g.new_session, max_age=int(SESSION_LIFETIME.total_seconds()),
+            response.set_cookie(cookie_name(SESSION_COOKIE), g.new_session, max_age=int(SESSION_LIFETIME.total_seconds()),
                                 httponly=True, secure=secure, samesite="Lax", path="/")
         elif g.get("end_session"):
-            response.delete_cookie(SESSION_COOKIE, path="/", secure=secure, samesite="Lax", httponly=True)
+            response.delete_cookie(cookie_name(SESSION_COOKIE), path="/", secure=secure, samesite="Lax", httponly=True)
         return response

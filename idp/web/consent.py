@@ -84,7 +84,7 @@ def _authenticated_transaction(txn_id: Any, txn: AuthorizationTransaction | None
         raise AccessDenied("this sign-in has already been answered", error="already_answered")
     if txn.state != "authenticated":
         raise AccessDenied(f"this sign-in is {txn.state}", error="invalid_transaction")
-    session = browser.current_session()
+    session = browser.current_session(for_transaction=txn.id)
     if session is None or session.account_id != txn.account_id:
         raise AccessDenied("sign in again: your session has ended", error="login_required")
     return txn, session

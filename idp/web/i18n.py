@@ -30,6 +30,8 @@ from urllib.parse import urlencode
 from flask import Flask, Response, g, render_template, request
 from flask_babel import Babel, format_date, format_datetime, get_locale, get_translations, gettext, lazy_gettext
 
+from idp.context import services
+
 log = logging.getLogger(__name__)
 
 LOCALES = ("ja", "en")
@@ -381,6 +383,7 @@ def init_app(app: Flask) -> None:
     def _remember_language(response: Response) -> Response:
         if g.get("set_lang"):
             response.set_cookie(LANG_COOKIE, f"{g.set_lang}.{int(time.time())}", max_age=365 * 24 * 3600,
-                                samesite="Lax", httponly=True)
+                                samesite="Lax", httponly=True,
+                                secure=services().settings.issuer.startswith("https://"))
             response.vary.add("Cookie")
         return response

@@ -1,4 +1,4 @@
-"""Bounds on raw request input, checked once before any view (PROTOCOL §7.6).
+"""Bounds on raw request input, checked once before any view.
 
 Each check turns a malformed input that would otherwise fail deep inside a library
 (and become a 5xx) into a clear 4xx in the endpoint's own format:

@@ -268,6 +268,9 @@ def options() -> ResponseReturnValue:
     release = release_for(txn.request, client, stored_claims_request(txn))
     return jsonify({
         "publicKey": webauthn.request_options(rp_id=services().settings.rp_id, challenge=txn.challenge),
+        # Where and when the request came from, for the wallet to show (a relayed request
+        # is noticed by a service or a time the person does not recognise).
+        "requested_at": int(txn.created_at.timestamp()),
         "rp": {"name": client.name, "category": client.category, "claims": sorted(release.all),
                "purpose": purpose_for(txn.request, client)},
         "confirmation_code": txn.confirmation_code,
@@ -299,7 +302,7 @@ def assertion() -> ResponseReturnValue:
     txn.auth_time = int(utcnow().timestamp())
     txn.amr = ["hwk", "user"] if result.user_verified else ["hwk"]
     txn.acr = reached_acr(user_verified=result.user_verified, hardware=device.hardware_attested)
-    return jsonify({"status": "authenticated", "next": _next_for(txn)})
+    return jsonify({"status": "authenticated", "next": _next_for(txn, cross_device=False)})
 
 
 @bp.get("/login/status")
@@ -319,10 +322,18 @@ def status() -> ResponseReturnValue:
     return response
 
 
-def _next_for(txn: AuthorizationTransaction) -> str:
-    """Start the browser session once, in the opening browser only; then go to consent."""
+def _next_for(txn: AuthorizationTransaction, *, cross_device: bool = True) -> str:
+    """Start the browser session once, in the opening browser only; then go to consent.
+
+    Only :func:`assertion` knows the signature came from this very browser. A session the
+    opening browser picks up later (its status poll, or its page reloaded) was approved on
+    another device, perhaps by someone a phishing link reached (OAuth Cross-Device Flows
+    Security BCP): that session finishes this one authorization request and nothing else,
+    neither single sign-on to other RPs nor the account pages.
+    """
     if not txn.session_started and browser.same_browser(txn.browser_binding):
         txn.session_started = True
         browser.start_session(account_id=txn.account_id, device_serial=txn.device_serial,
-                              auth_time=txn.auth_time, amr=list(txn.amr or []), acr=txn.acr)
+                              auth_time=txn.auth_time, amr=list(txn.amr or []), acr=txn.acr,
+                              scope_txn=txn.id if cross_device else None)
     return services().settings.url(url_for("consent.consent_page", txn=txn.id))

@@ -30,7 +30,12 @@ GROUPS = {
     "enrollment": ("enroll.begin", "enroll.finish"),
     "activation": ("enroll.activate",),
     "login": ("login.options", "login.assertion", "account.login_options", "account.login_assertion"),
+    # Each one stores an authorization transaction or a pushed request, unauthenticated.
+    "authorization": ("oidc.authorize", "oidc.pushed_authorization_request"),
 }
+# A browser opens several authorization requests per sign-in (SSO to several RPs, retries,
+# shared addresses behind NAT): this group gets a multiple of the per-minute budget.
+FACTORS = {"authorization": 5}
 
 
 REDIS_TIMEOUT = 1.0
@@ -53,8 +58,8 @@ def init_app(app: Flask, settings: Settings) -> None:
                       storage_options=options, headers_enabled=True, default_limits=[],
                       strategy="moving-window", key_prefix=f"idp:{settings.issuer}", swallow_errors=False,
                       in_memory_fallback_enabled=False, on_breach=_count_refusal)
-    limit = f"{settings.rate_limit_per_minute}/minute"
     for group, endpoints in GROUPS.items():
+        limit = f"{settings.rate_limit_per_minute * FACTORS.get(group, 1)}/minute"
         shared = limiter.shared_limit(limit, scope=group)
         for endpoint in endpoints:
             app.view_functions[endpoint] = shared(app.view_functions[endpoint])

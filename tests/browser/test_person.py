@@ -133,8 +133,9 @@ def test_cross_device_qr_login_and_language_switch(browser_idp: RunningIdP, new_
     axe.check(phone.page, "wallet-approve")
     shot(phone.page, "wallet-approve")
     phone.page.click('[data-action="approve"]')
-    phone.page.wait_for_function("document.getElementById('approve-status').textContent.length > 0 && "
-                                 "document.getElementById('approve-actions').hidden")
+    # Selectors, not a string predicate: the page's CSP (script-src 'self') refuses eval.
+    phone.page.wait_for_selector("#approve-actions", state="hidden")
+    assert (phone.page.text_content("#approve-status") or "").strip()
 
     page.wait_for_url(re.compile(r"/consent\?"))  # the computer continues by itself
     axe.check(page, "consent-en")
