@@ -45,19 +45,26 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    """Serve; in development create what is missing first (PROTOCOL §1). Outside development
+    only ``idp init`` creates keys, CA, salt and secret: a missing one is a refusal naming
+    it, before anything is created (PROTOCOL §7.6), never a new identity for everyone."""
+    from idp.context import initialise, missing_for_serving
     from idp.ops import serving
 
     settings = _settings()
+    if not settings.development:
+        missing = missing_for_serving(settings)
+        if missing:
+            raise CommandError(f"refusing to start with issuer {settings.issuer}: missing {'; '.join(missing)}; "
+                               "create them with `idp init` (or restore the keys folder)")
     serving.prepare_metrics_dir()  # before prometheus_client is imported by the app
 
     from gunicorn.app.base import BaseApplication
 
     from idp import create_app
-    from idp.context import initialise
-
     from idp.ops import logs
 
-    initialise(settings)
+    initialise(settings)  # outside development all key material exists by now: only the schema may be new
     app = create_app(settings)
     logs.configure()  # after start-up: a refusal to start stays one plain line (main)
     if settings.development and not settings.registration_token:
@@ -233,6 +240,9 @@ def cmd_keys_rotate(args: argparse.Namespace) -> None:
     from idp.signing import key_backend
 
     settings = _settings()
+    if args.grace <= 0:
+        raise CommandError("--grace must be a positive number of seconds: relying parties need time to "
+                           "fetch the new key before it signs")
     kids = KeyStore(settings.keys_dir, key_backend(settings)).rotate(grace=args.grace)
 
     def work(session, services):  # type: ignore[no-untyped-def]

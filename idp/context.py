@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
 from flask import current_app
 from joserfc.jwk import KeySet
 
@@ -21,9 +22,10 @@ from idp.keystore import KeyStore
 from idp.policy import Policy, load_policy
 from idp.signing import key_backend
 from idp.proofing.jpki import JpkiTrustStore
-from idp.settings import Settings
+from idp.settings import Settings, SettingsError
 from idp.storage.db import Database
 
+TEST_JPKI_FOLDER = "jpki-test"
 CA_NAME = "JP Digital ID Trust Service CA"
 CA_ORGANIZATION = "JP Digital ID Trust Service"
 
@@ -85,21 +87,58 @@ def initialise(settings: Settings) -> list[str]:
 
 
 def _development_jpki(settings: Settings) -> list[str]:
-    """A clearly marked TEST JPKI CA for the demo: its root becomes a trust anchor in dev only."""
+    """A clearly marked TEST JPKI CA for the demo, in its own files under the keys folder.
+
+    It is never copied into ``IDP_JPKI_TRUST_ANCHORS`` (an operator's input, PROTOCOL
+    §7.6): :func:`jpki_trust` adds it to the trust store while the issuer is development.
+    """
     from idp.proofing.demo_card import TestJpkiCA
 
-    folder = settings.keys_dir / "jpki-test"
+    folder = development_jpki_folder(settings)
     if (folder / "ca.pem").exists():
         return []
-    ca = TestJpkiCA.create()
-    ca.save(folder)
-    anchors = settings.jpki_trust_anchors
-    target = anchors / "test-jpki-root.pem" if anchors.suffix != ".pem" else anchors
-    target.parent.mkdir(parents=True, exist_ok=True)
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    target.write_bytes(ca.certificate.public_bytes(Encoding.PEM))
+    TestJpkiCA.create().save(folder)
     return ["TEST JPKI CA for the development demo (trusted in development only)"]
+
+
+def development_jpki_folder(settings: Settings) -> Path:
+    return settings.keys_dir / TEST_JPKI_FOLDER
+
+
+def jpki_trust(settings: Settings) -> JpkiTrustStore:
+    """The JPKI trust store: the operator's anchors, plus the TEST root in development only.
+
+    With an https issuer nothing made for development is trusted (PROTOCOL §7.6): test
+    cards (their policy OID) are refused, and the server refuses to start when the
+    operator's anchors contain the TEST root this deployment made, wherever it was put.
+    """
+    anchors = settings.jpki_trust_anchors if settings.jpki_trust_anchors.exists() else None
+    test_root = development_jpki_folder(settings) / "ca.pem"
+    if settings.development:
+        extra = [test_root] if test_root.exists() else []
+        return JpkiTrustStore.from_paths(anchors, settings.jpki_crls, extra_anchors=extra, accept_test_cards=True)
+    store = JpkiTrustStore.from_paths(anchors, settings.jpki_crls, accept_test_cards=False)
+    if test_root.exists() and store.trusts(x509.load_pem_x509_certificate(test_root.read_bytes())):
+        raise SettingsError(f"IDP_JPKI_TRUST_ANCHORS contains the TEST JPKI root of {test_root}: "
+                            "it is trusted only with a development issuer; remove it")
+    return store
+
+
+def missing_for_serving(settings: Settings) -> list[str]:
+    """What ``idp serve`` needs and only ``idp init`` creates (PROTOCOL §7.6), by name."""
+    keys = settings.keys_dir
+    missing = []
+    if not (keys / "signing" / "index.json").exists():
+        missing.append(f"ID token signing keys ({keys / 'signing'})")
+    ca_files = ("ca.cert.pem",) if settings.pkcs11 is not None else ("ca.key.pem", "ca.cert.pem")  # key in the token
+    if not all((keys / "ca" / name).exists() for name in ca_files):
+        missing.append(f"trust-service CA ({keys / 'ca'})")
+    for name, what in (("pairwise.salt", "pairwise salt"), ("jpki-link.key", "JPKI link key")):
+        if not (keys / name).exists():
+            missing.append(f"{what} ({keys / name})")
+    if not settings.secret_key and not (keys / "session.secret").exists():
+        missing.append(f"secret (IDP_SECRET_KEY or {keys / 'session.secret'})")
+    return missing
 
 
 def load_services(settings: Settings) -> Services:
@@ -116,10 +155,7 @@ def load_services(settings: Settings) -> Services:
         keystore=keystore,
         policy=load_policy(settings.policy_file, development=settings.development),
         ca=CertificateAuthority.load(keys / "ca", backend.ca_key()),
-        jpki=JpkiTrustStore.from_paths(
-            settings.jpki_trust_anchors if settings.jpki_trust_anchors.exists() else None,
-            settings.jpki_crls,
-        ),
+        jpki=jpki_trust(settings),
         pairwise_salt=_secret_file(keys / "pairwise.salt", create=False),
         jpki_link_key=_secret_file(keys / "jpki-link.key", create=False),
         secret_key=secret,

@@ -62,6 +62,9 @@ class Settings:
     metrics_token: str | None = None
     proxy_hops: int = 0
     secret_key: str | None = None
+    # How a person reaches the operator (shown on the help page): a phone number, an e-mail
+    # address or a web page, as the operator writes it.
+    support_contact: str | None = None
     fido_mds: Path | None = None
     fido_mds_root: Path | None = None
     fido_mds_crls: Path | None = None
@@ -130,6 +133,7 @@ class Settings:
             metrics_token=env.get("IDP_METRICS_TOKEN") or None,
             proxy_hops=_count(env, "IDP_PROXY_HOPS"),
             secret_key=env.get("IDP_SECRET_KEY") or None,
+            support_contact=(env.get("IDP_SUPPORT_CONTACT") or "").strip()[:300] or None,
             fido_mds=_path(env, "IDP_FIDO_MDS"),
             fido_mds_root=_path(env, "IDP_FIDO_MDS_ROOT"),
             fido_mds_crls=_path(env, "IDP_FIDO_MDS_CRLS"),

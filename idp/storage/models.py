@@ -205,6 +205,9 @@ class AuthorizationTransaction(Base):
     acr: Mapped[str | None] = mapped_column(String(64), default=None)
     failure: Mapped[str | None] = mapped_column(String(64), default=None)
     session_started: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the wallet page for this sign-in was first opened (the QR code was scanned), so the
+    # computer can show "opened on your phone" before the approval arrives.
+    phone_opened_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class BrowserSession(Base):
