@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from sqlalchemy import text
 
 from idp.proofing.demo_card import TestJpkiCA
 from tests.conftest import PG_URL, RunningIdP, start_idp
+from tests.support.server import fresh_database as new_database
 
 
 @pytest.fixture(scope="module")
@@ -116,26 +116,10 @@ def _env(tmp: Path, database_url: str) -> dict[str, str]:
     return env
 
 
-def _fresh_database(tmp: Path) -> Iterator[str]:
-    if not PG_URL:
-        yield f"sqlite:///{tmp / 'fresh.sqlite3'}"
-        return
-    import psycopg
-
-    name = f"idp_fresh_{uuid.uuid4().hex[:12]}"
-    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
 def fresh_database(tmp_path: Path) -> Iterator[str]:
-    yield from _fresh_database(tmp_path)
+    with new_database(tmp_path / "fresh") as url:
+        yield url
 
 
 def idp_command(env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
