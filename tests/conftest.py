@@ -27,7 +27,7 @@ from idp import create_app
 from idp.context import initialise
 from idp.proofing.demo_card import TestCard, TestJpkiCA
 from idp.settings import Settings
-from tests.support.authenticator import SoftAuthenticator
+from tests.support.people import People
 from tests.support.rp_host import RpHost
 from tests.support.server import ServedIdP, serve_idp
 from tests.support.wallet import Enrolled, Wallet
@@ -58,7 +58,7 @@ def _database_url(tmp: Path) -> tuple[str, Any]:
 
 
 @dataclass
-class RunningIdP:
+class RunningIdP(People):
     """A live IdP: its base URL, app, settings and the test JPKI CA it trusts."""
 
     base_url: str
@@ -66,18 +66,6 @@ class RunningIdP:
     settings: Settings
     jpki_ca: TestJpkiCA
     issued_cards: list[TestCard] = field(default_factory=list)
-
-    def card(self, **overrides: Any) -> TestCard:
-        """A new test My Number Card (a new person unless the same card is reused)."""
-        card = self.jpki_ca.issue_card(**overrides)
-        self.issued_cards.append(card)
-        return card
-
-    def wallet(self, session: requests.Session | None = None) -> Wallet:
-        return Wallet(self.base_url, session=session)
-
-    def authenticator(self, **kwargs: Any) -> SoftAuthenticator:
-        return SoftAuthenticator(self.settings.rp_id, self.settings.issuer_origin, **kwargs)
 
     def services(self):  # type: ignore[no-untyped-def]
         return self.app.extensions["idp"]

@@ -38,8 +38,7 @@ from sqlalchemy.engine import Engine
 
 from idp.proofing.demo_card import TestCard, TestJpkiCA
 from idp.settings import Settings
-from tests.support.authenticator import SoftAuthenticator
-from tests.support.wallet import Wallet
+from tests.support.people import People
 
 PG_URL = os.environ.get("IDP_TEST_DATABASE_URL")
 START_TIMEOUT = 60.0  # seconds: two workers importing the app on a busy 2-core machine
@@ -76,7 +75,7 @@ def free_port() -> int:
 
 
 @dataclass
-class ServedIdP:
+class ServedIdP(People):
     """A running ``idp serve`` subprocess: its URL, environment, log and test JPKI CA.
 
     Offers the same helpers as the in-process ``RunningIdP`` of tests/conftest.py
@@ -103,17 +102,6 @@ class ServedIdP:
 
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
-
-    def card(self, **overrides: Any) -> TestCard:
-        card = self.jpki_ca.issue_card(**overrides)
-        self.issued_cards.append(card)
-        return card
-
-    def wallet(self, session: requests.Session | None = None) -> Wallet:
-        return Wallet(self.base_url, session=session)
-
-    def authenticator(self, **kwargs: Any) -> SoftAuthenticator:
-        return SoftAuthenticator(self.settings.rp_id, self.settings.issuer_origin, **kwargs)
 
     def engine(self) -> Engine:
         """A SQLAlchemy engine on the server's database, for checks and deadline edits."""
