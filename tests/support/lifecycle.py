@@ -190,9 +190,13 @@ def audit_count(idp: Any) -> int:
 
 
 def audit_events(idp: Any, after: int = 0) -> list[tuple[str, dict]]:
+    """Entries in the order they were written, skipping the first ``after`` (an ``audit_count``).
+
+    ``seq`` counts within one chain, and PostgreSQL spreads writers over several chains, so the
+    global order is by time."""
     with db(idp) as session:
-        return [(e.event, dict(e.data)) for e in
-                session.scalars(select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq))]
+        entries = select(AuditEntry).order_by(AuditEntry.at, AuditEntry.chain, AuditEntry.seq).offset(after)
+        return [(e.event, dict(e.data)) for e in session.scalars(entries)]
 
 
 # --- CRL and OCSP over HTTP ------------------------------------------------------------
