@@ -109,11 +109,36 @@ def _refuse_export() -> NoReturn:
     raise TypeError("this private key lives in the PKCS#11 token and is never exported")
 
 
-class TokenEcKey(ec.EllipticCurvePrivateKey):
-    """A P-256 private key in the token, usable wherever `cryptography` takes one to sign."""
+class _TokenKey:
+    """What every token key shares: it names a key inside the token, hands out only the public
+    half, and is never exported or copied (a copy would be the same key, so it is itself)."""
 
-    def __init__(self, token: Token, key_id: bytes, public: ec.EllipticCurvePublicKey) -> None:
+    def __init__(self, token: Token, key_id: bytes, public: Any) -> None:
         self._token, self._id, self._public = token, key_id, public
+
+    def public_key(self) -> Any:
+        return self._public
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def private_bytes(self, encoding: serialization.Encoding, format: serialization.PrivateFormat,
+                      encryption_algorithm: serialization.KeySerializationEncryption) -> bytes:
+        _refuse_export()
+
+    def private_numbers(self) -> NoReturn:
+        _refuse_export()
+
+    def __copy__(self) -> Any:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+
+class TokenEcKey(_TokenKey, ec.EllipticCurvePrivateKey):
+    """A P-256 private key in the token, usable wherever `cryptography` takes one to sign."""
 
     def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         """ECDSA (SEC 1 §4.1.3) over the digest of ``data``; the DER ECDSA-Sig-Value."""
@@ -130,39 +155,16 @@ class TokenEcKey(ec.EllipticCurvePrivateKey):
         half = len(raw) // 2
         return encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
 
-    def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._public
-
     @property
     def curve(self) -> ec.EllipticCurve:
         return self._public.curve
 
-    @property
-    def key_size(self) -> int:
-        return self._public.key_size
-
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
         raise TypeError("the token keys of this service only sign")
 
-    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
-        _refuse_export()
 
-    def private_bytes(self, encoding: serialization.Encoding, format: serialization.PrivateFormat,
-                      encryption_algorithm: serialization.KeySerializationEncryption) -> bytes:
-        _refuse_export()
-
-    def __copy__(self) -> TokenEcKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> TokenEcKey:
-        return self
-
-
-class TokenRsaKey(rsa.RSAPrivateKey):
+class TokenRsaKey(_TokenKey, rsa.RSAPrivateKey):
     """An RSA private key in the token: PKCS#1 v1.5 (RS256) or PSS (PS256) with SHA-256."""
-
-    def __init__(self, token: Token, key_id: bytes, public: rsa.RSAPublicKey) -> None:
-        self._token, self._id, self._public = token, key_id, public
 
     def sign(self, data: bytes, padding_: padding.AsymmetricPadding,
              algorithm: hashes.HashAlgorithm | Prehashed) -> bytes:
@@ -175,28 +177,8 @@ class TokenRsaKey(rsa.RSAPrivateKey):
             return self._token.sign(self._id, data, Mechanism.SHA256_RSA_PKCS_PSS, param)
         raise TypeError("unsupported RSA padding")
 
-    def public_key(self) -> rsa.RSAPublicKey:
-        return self._public
-
-    @property
-    def key_size(self) -> int:
-        return self._public.key_size
-
     def decrypt(self, ciphertext: bytes, padding_: padding.AsymmetricPadding) -> bytes:
         raise TypeError("the token keys of this service only sign")
-
-    def private_numbers(self) -> rsa.RSAPrivateNumbers:
-        _refuse_export()
-
-    def private_bytes(self, encoding: serialization.Encoding, format: serialization.PrivateFormat,
-                      encryption_algorithm: serialization.KeySerializationEncryption) -> bytes:
-        _refuse_export()
-
-    def __copy__(self) -> TokenRsaKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> TokenRsaKey:
-        return self
 
 
 class Pkcs11KeyBackend(KeyBackend):
