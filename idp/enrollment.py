@@ -22,6 +22,7 @@ device of the account (``"revoke_other_devices": true``). The account and so eve
 from __future__ import annotations
 
 import base64
+import math
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -79,13 +80,13 @@ def begin() -> ResponseReturnValue:
                     "expires_in": int(ENROLLMENT_LIFETIME.total_seconds())})
 
 
-def _open_enrollment(body: dict[str, Any], state: str) -> Enrollment:
+def _open_enrollment(body: dict[str, Any], *states: str) -> Enrollment:
     enrollment_id = string_field(body, "enrollment_id", max_length=64)
     enrollment = current_db().get(Enrollment, enrollment_id)
     if enrollment is None:
         raise NotFound("unknown enrollment_id", error="invalid_request")
-    if enrollment.state != state:
-        raise InvalidRequest(f"this enrolment is {enrollment.state}, not {state}")
+    if enrollment.state not in states:
+        raise InvalidRequest(f"this enrolment is {enrollment.state}, not {states[0]}")
     return enrollment
 
 
@@ -100,12 +101,22 @@ def _claim(enrollment: Enrollment, expected: str, new: str) -> None:
 
 @bp.post("/enroll/finish")
 def finish() -> ResponseReturnValue:
+    """Certify the device key (pending), once per enrolment; a retry gets the same answer.
+
+    A phone that lost the answer (a dropped connection, a killed app) sends the very same
+    request again. The same credential (credential id and public key) proved by the same
+    card over this enrolment's challenge then gets the answer of the step that was taken,
+    with the same certificate, serial and activation challenge, whether the first request
+    committed long before or is still running in another worker: the losing requests of
+    the compare-and-set read what the winner committed. Any other credential is refused as
+    before, and nothing is issued twice.
+    """
     svc = services()
     body = json_body()
     if contains_individual_number({k: v for k, v in body.items() if k not in BINARY_MEMBERS}):
         raise InvalidRequest("an individual number is never accepted here")
-    enrollment = _open_enrollment(body, "begun")
-    if enrollment.expires_at <= utcnow():
+    enrollment = _open_enrollment(body, "begun", "finished")
+    if enrollment.state == "begun" and enrollment.expires_at <= utcnow():
         raise InvalidRequest("the enrolment challenge has expired; begin again", error="expired")
     credential = body.get("credential")
     jpki = body.get("jpki")
@@ -119,7 +130,10 @@ def finish() -> ResponseReturnValue:
     except webauthn.WebAuthnError as exc:
         raise EnrollmentRefused(exc.description, error=exc.code) from None
     verified = _verify_jpki(jpki, enrollment.challenge, registered.spki_der)
-    _claim(enrollment, "begun", "finished")
+    if enrollment.state != "begun" or not compare_and_set(
+            current_db(), Enrollment, Enrollment.id == enrollment.id, Enrollment.state == "begun", state="finished"):
+        device, how = _finished_before(enrollment, registered, verified)
+        return _finish_answer(enrollment, device, registered, how)
     session = current_db()
     if session.scalars(select(DeviceCertificate.serial).where(
             DeviceCertificate.credential_id == registered.credential_id)).first():
@@ -130,17 +144,58 @@ def finish() -> ResponseReturnValue:
                              jpki_not_after=verified.not_after, jpki_binding_id=binding.id)
     device.model_hint = _model_hint(body.get("model_hint"))
     enrollment.device_serial = device.serial
+    enrollment.proof_route = how
     enrollment.activation_challenge = secrets.token_bytes(32)
     enrollment.activation_expires_at = utcnow() + ACTIVATION_LIFETIME
-    options = webauthn.request_options(rp_id=svc.settings.rp_id, challenge=enrollment.activation_challenge,
+    return _finish_answer(enrollment, device, registered, how)
+
+
+def _finished_before(enrollment: Enrollment, registered: webauthn.RegisteredCredential,
+                     verified: VerifiedJpki) -> tuple[DeviceCertificate, str]:
+    """The pending certificate an earlier request of this enrolment issued for this very
+    credential and card, and how it found the account; or the usual refusal of a step
+    already taken."""
+    session = current_db()
+    session.refresh(enrollment)  # what the request that took the step committed
+    device = session.get(DeviceCertificate, enrollment.device_serial) if enrollment.device_serial else None
+    how = enrollment.proof_route
+    if device is None or how is None or enrollment.state != "finished" \
+            or not _same_proof(device, registered, verified):
+        raise InvalidRequest("this enrolment is no longer begun: the step was already taken")
+    if device.state != "pending" or enrollment.activation_expires_at is None \
+            or enrollment.activation_expires_at <= utcnow():
+        raise InvalidRequest("the activation window has closed; this certificate can never be activated",
+                             error="expired")
+    return device, how
+
+
+def _same_proof(device: DeviceCertificate, registered: webauthn.RegisteredCredential,
+                verified: VerifiedJpki) -> bool:
+    """The same device key (credential id and public key) certified for the same card."""
+    binding = current_db().get(JpkiBinding, device.jpki_binding_id) if device.jpki_binding_id else None
+    return (binding is not None and device.credential_id == registered.credential_id
+            and device.public_key_cose == registered.public_key_cose
+            and binding.jpki_serial_digest == serial_digest(services().jpki_link_key, verified.serial_number))
+
+
+def _finish_answer(enrollment: Enrollment, device: DeviceCertificate,
+                   registered: webauthn.RegisteredCredential, how: str) -> ResponseReturnValue:
+    """``201`` with the pending certificate and its activation challenge. ``expires_in``
+    counts down to the one activation deadline: a retry never extends the window."""
+    svc = services()
+    challenge, deadline = enrollment.activation_challenge, enrollment.activation_expires_at
+    if challenge is None or deadline is None:  # set together with the certificate, never apart
+        raise InvalidRequest("this enrolment has no activation challenge")
+    options = webauthn.request_options(rp_id=svc.settings.rp_id, challenge=challenge,
                                        allow_credentials=[registered.credential_id])
+    remaining = math.ceil((deadline - utcnow()).total_seconds())
     response = jsonify({
         "status": "pending",
         "key_protection": registered.key_protection,
         "certificate": _b64(device.certificate_der),
         "ca_chain": [_b64(svc.ca.certificate_der)],
         "activation": {"publicKey": options},
-        "expires_in": int(ACTIVATION_LIFETIME.total_seconds()),
+        "expires_in": min(remaining, int(ACTIVATION_LIFETIME.total_seconds())),
         "account_status": "new" if how == "new" else "existing",
         "explanation": EXPLANATIONS[how],
     })

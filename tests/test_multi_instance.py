@@ -5,57 +5,25 @@ rate limits hold across them."""
 
 from __future__ import annotations
 
-import dataclasses
-import socket
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.support.balancer import RoundRobin
+from tests.support.balancer import Deployment, redis_url, two_instances
 from tests.support.lifecycle import attempt_login, card, login, refused, rp
 from tests.support.rp import browser_login
-from tests.support.server import ServedIdP, free_port, serve_idp
 
 LIMIT = 100
 FAILURES_BEFORE_LOCK = 5
 
 
-def _redis_url() -> str | None:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return "redis://127.0.0.1:6379/7"
-    except OSError:
-        return None
-
-
-@dataclasses.dataclass
-class Deployment:
-    front: ServedIdP  # the balancer's URL, the instances' settings
-    instances: list[ServedIdP]
-    balancer: RoundRobin
-    redis: str | None
-
-    def served_by(self, since: int) -> set[int]:
-        return {backend for _, backend in self.balancer.paths[since:]}
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory, jpki_ca) -> Iterator[Deployment]:
-    tmp = tmp_path_factory.mktemp("two-instances")
-    port = free_port()
-    issuer = f"http://127.0.0.1:{port}"
-    redis = _redis_url()
-    env: dict[str, Any] = {}
-    if redis:
-        env.update(IDP_REDIS_URL=redis, IDP_RATE_LIMIT_PER_MINUTE=LIMIT)
-    with serve_idp(tmp / "a", jpki_ca, issuer=issuer, env=env) as a, \
-            serve_idp(tmp / "b", jpki_ca, issuer=issuer, env=env, share=a) as b, \
-            RoundRobin(port, [a.port, b.port]) as balancer:
-        front = dataclasses.replace(a, base_url=issuer, port=port)
-        yield Deployment(front, [a, b], balancer, redis)
+    env = {"IDP_RATE_LIMIT_PER_MINUTE": LIMIT} if redis_url() else {}
+    with two_instances(tmp_path_factory.mktemp("two-instances"), jpki_ca, env=env) as running:
+        yield running
 
 
 def test_same_device_login_with_every_request_on_the_other_instance(deployment):

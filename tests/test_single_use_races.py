@@ -2,32 +2,67 @@
 
 Real processes, real HTTP: a multi-worker ``idp serve`` (gunicorn, 2 workers × 4
 threads) on SQLite or PostgreSQL, and 20 copies of one request released together.
-Exactly one may succeed; every other copy gets a clear 4xx, never a 5xx.
+Exactly one may succeed; every other copy gets a clear 4xx, never a 5xx. (An enrolment
+finish is the one retry-safe step: every copy gets the same single answer.)
+
+Every test runs twice: against one instance, and with its parallel requests spread by a
+round-robin balancer over two instances of one deployment (one database, one Redis).
 """
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import pytest
 import requests
+from sqlalchemy import select
 
+from idp.storage.models import DeviceCertificate
+from tests.support.authenticator import b64url_decode
+from tests.support.balancer import Deployment, two_instances
 from tests.support.core import txn_of
 from tests.support.rp import RelyingParty, browser_login, parse_consent_form
-from tests.support.server import ServedIdP, parallel
+from tests.support.server import ServedIdP, parallel, serve_idp, statuses
 from tests.support.wallet import Enrolled, Wallet
 
 N = 20
 TIMEOUT = 60
 
 
+@pytest.fixture(scope="module", params=["one-instance", "two-instances"])
+def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+               jpki_ca) -> Iterator[ServedIdP | Deployment]:
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "one-instance":
+        with serve_idp(tmp, jpki_ca) as server:
+            yield server
+    else:
+        with two_instances(tmp, jpki_ca) as running:
+            yield running
+
+
+@pytest.fixture
+def served_idp(deployment: ServedIdP | Deployment) -> Iterator[ServedIdP]:
+    """The server the test talks to; behind the balancer, the test's requests must have
+    reached both instances."""
+    if isinstance(deployment, ServedIdP):
+        yield deployment
+        return
+    mark = len(deployment.balancer.paths)
+    yield deployment.front
+    assert deployment.served_by(mark) == {instance.port for instance in deployment.instances}
+
+
 @pytest.fixture(scope="module")
-def person(served_idp: ServedIdP) -> tuple[Wallet, Enrolled]:
-    wallet = served_idp.wallet()
-    return wallet, wallet.enroll(served_idp.card())
+def person(deployment: ServedIdP | Deployment) -> tuple[Wallet, Enrolled]:
+    server = deployment if isinstance(deployment, ServedIdP) else deployment.front
+    wallet = server.wallet()
+    return wallet, wallet.enroll(server.card())
 
 
 def _rp(server: ServedIdP, **metadata: Any) -> RelyingParty:
@@ -73,13 +108,24 @@ def test_login_assertion_is_used_once(served_idp: ServedIdP, person: tuple[Walle
     _still_logs_in(served_idp, wallet, device)
 
 
-def test_enrolment_finish_is_used_once(served_idp: ServedIdP) -> None:
+def test_enrolment_finish_issues_one_certificate_and_one_answer(served_idp: ServedIdP) -> None:
+    """Duplicates of one finish are retries (issue 15): every copy gets the one answer of
+    the step that was taken, and one certificate is issued."""
     wallet = served_idp.wallet()
     authenticator = wallet.new_authenticator()
     start = wallet.begin()
     body = wallet.finish_body(start, served_idp.card(), authenticator)
     responses = parallel(_post_json(served_idp.url("/enroll/finish"), body), N)
-    _exactly_one(responses, lambda r: r.status_code == 201)
+    assert statuses(responses) == [201] * N, [r.text[:200] for r in responses if r.status_code != 201]
+    answers = [{k: v for k, v in r.json().items() if k != "expires_in"} for r in responses]
+    assert all(answer == answers[0] for answer in answers)
+    with served_idp.engine().connect() as db:
+        issued = db.scalars(select(DeviceCertificate.certificate_der).where(
+            DeviceCertificate.credential_id == b64url_decode(body["credential"]["rawId"]))).all()
+    assert [base64.b64encode(der).decode() for der in issued] == [answers[0]["certificate"]]
+    other = wallet.finish_body(start, served_idp.card(), wallet.new_authenticator())
+    refused = parallel(_post_json(served_idp.url("/enroll/finish"), other), 4)
+    assert statuses(refused) == [400] * 4
 
 
 def test_activation_is_used_once(served_idp: ServedIdP) -> None:

@@ -149,6 +149,9 @@ class Enrollment(Base):
     device_serial: Mapped[str | None] = mapped_column(ForeignKey("device_certificates.serial"), default=None)
     activation_challenge: Mapped[bytes | None] = mapped_column(LargeBinary(64), default=None)
     activation_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    # How ``finish`` found the account (a key of idp.enrollment.EXPLANATIONS), kept so a
+    # retried finish answers exactly as the first one did.
+    proof_route: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class Client(Base):

@@ -6,17 +6,31 @@ proxy without sticky sessions; ``X-Served-By`` names the backend port, so a test
 check that a flow really went through every instance.
 
     with RoundRobin(port, [a.port, b.port]) as balancer: ...   # port: the issuer's
+
+or, for two instances of one deployment (one database, one Redis) behind it::
+
+    with two_instances(tmp, jpki_ca) as deployment: deployment.front.url("/token") ...
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
+import socket
 import threading
 from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Iterable
 
 import requests
 from werkzeug.serving import make_server
+
+from idp.proofing.demo_card import TestJpkiCA
+from tests.support.server import ServedIdP, free_port, serve_idp
+
+REDIS_URL = "redis://127.0.0.1:6379/7"
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "content-length", "host"}
@@ -61,3 +75,38 @@ class RoundRobin:
         out.append(("X-Served-By", str(backend)))
         start_response(f"{answer.status_code} {answer.reason}", out)
         return [answer.content]
+
+
+def redis_url() -> str | None:
+    """The local test Redis (database 7) if it answers, else None."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return REDIS_URL
+    except OSError:
+        return None
+
+
+@dataclasses.dataclass
+class Deployment:
+    front: ServedIdP  # the balancer's URL, the instances' settings
+    instances: list[ServedIdP]
+    balancer: RoundRobin
+    redis: str | None
+
+    def served_by(self, since: int) -> set[int]:
+        return {backend for _, backend in self.balancer.paths[since:]}
+
+
+@contextlib.contextmanager
+def two_instances(tmp: Path, jpki_ca: TestJpkiCA, *, env: Mapping[str, Any] | None = None) -> Iterator[Deployment]:
+    """Two ``idp serve`` instances of one deployment (one database, keys folder and, when it
+    answers, one Redis) behind a :class:`RoundRobin` whose URL is the issuer: consecutive
+    requests, parallel ones included, alternate between the instances."""
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    redis = redis_url()
+    full = {**(env or {}), **({"IDP_REDIS_URL": redis} if redis else {})}
+    with serve_idp(tmp / "a", jpki_ca, issuer=issuer, env=full) as a, \
+            serve_idp(tmp / "b", jpki_ca, issuer=issuer, env=full, share=a) as b, \
+            RoundRobin(port, [a.port, b.port]) as balancer:
+        yield Deployment(dataclasses.replace(a, base_url=issuer, port=port), [a, b], balancer, redis)
