@@ -7,6 +7,7 @@ subsystem registers itself through ``init_app`` or a blueprint.
 from __future__ import annotations
 
 from flask import Flask, render_template
+from flask.sessions import SessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from idp.settings import Settings
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["idp"] = services
+    app.session_interface = NoCookieSession()
     if settings.proxy_hops:
         # Behind IDP_PROXY_HOPS trusted reverse proxies: the client address (rate limits),
         # scheme (authlib's https check) and host come from their X-Forwarded-* headers.
@@ -70,3 +72,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         return render_template("index.html", demo=settings.development)
 
     return app
+
+
+class NoCookieSession(SessionInterface):
+    """No Flask cookie session: the IdP's browser state is its own two cookies
+    (:mod:`idp.web.browser`) and server-side rows. Flask's default would still build a
+    signing serializer on every request to look for a cookie nobody sets."""
+
+    def open_session(self, app: Flask, request: object) -> None:
+        return None
+
+    def save_session(self, app: Flask, session: object, response: object) -> None:
+        return None

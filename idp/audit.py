@@ -50,7 +50,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import bindparam, delete, insert, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
@@ -110,30 +110,46 @@ def _take_chain(session: Session) -> int:
             free = random.randrange(CHAINS)
             session.execute(text("SELECT pg_advisory_xact_lock(:k, :c)"), {"k": _PG_LOCK_CLASS, "c": free})
         chain = free
-    elif dialect == "sqlite":  # a write statement (matching nothing) takes the write lock before the read
+    elif dialect == "sqlite" and not _holds_sqlite_write_lock(session):
+        # a write statement (matching nothing) takes the write lock before the read
         session.execute(text("UPDATE audit_log SET seq = seq WHERE 0 = 1"))
     session.info[_CHAIN_KEY] = chain
     _listen(session)
     return chain
 
 
+def _holds_sqlite_write_lock(session: Session) -> bool:
+    """Whether this SQLite transaction has already written (so it holds the database's one
+    write lock, and the tail it reads next cannot move under it). The driver opens a
+    transaction only before a write statement, so an open one has written."""
+    return bool(session.connection().connection.dbapi_connection.in_transaction)  # type: ignore[union-attr]
+
+
 def record(session: Session, event: str, **data: Any) -> AuditEntry:
-    """Append an entry in the caller's transaction (on the chain it holds, see the module doc)."""
+    """Append an entry in the caller's transaction (on the chain it holds, see the module doc).
+
+    The entry is written at once, as a plain insert (not through the session's unit of
+    work): its ``seq`` is taken while this transaction holds the chain. The returned
+    object is a copy of what was written, not attached to the session."""
     chain = _take_chain(session)
-    tail = session.execute(select(AuditEntry.seq, AuditEntry.entry_hash).where(AuditEntry.chain == chain)
-                           .order_by(AuditEntry.seq.desc()).limit(1)).first()
+    connection = session.connection()
+    tail = connection.execute(_TAIL, {"chain": chain}).first()
     if tail is None:
         checkpoint = session.get(AuditCheckpoint, chain)
         tail = (checkpoint.seq, checkpoint.entry_hash) if checkpoint else (0, GENESIS)
     seq, prev = tail[0] + 1, tail[1]
     at = utcnow()
     clean = {k: v for k, v in data.items() if v is not None}
-    entry = AuditEntry(chain=chain, seq=seq, at=at, event=event, data=clean, prev_hash=prev,
-                       entry_hash=_digest(prev, seq, at.isoformat(), event, clean))
-    session.add(entry)
-    session.flush()
-    session.info.setdefault(_PENDING_KEY, []).append((chain, Head(seq, entry.entry_hash), event))
-    return entry
+    values = {"chain": chain, "seq": seq, "at": at, "event": event, "data": clean, "prev_hash": prev,
+              "entry_hash": _digest(prev, seq, at.isoformat(), event, clean)}
+    connection.execute(_APPEND, values)
+    session.info.setdefault(_PENDING_KEY, []).append((chain, Head(seq, values["entry_hash"]), event))
+    return AuditEntry(**values)
+
+
+_TAIL = (select(AuditEntry.seq, AuditEntry.entry_hash).where(AuditEntry.chain == bindparam("chain"))
+         .order_by(AuditEntry.seq.desc()).limit(1))
+_APPEND = insert(AuditEntry.__table__)
 
 
 def _listen(session: Session) -> None:

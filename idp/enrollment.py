@@ -312,10 +312,10 @@ def _cosigned_account(renewal: Any, challenge: bytes) -> Account | None:
         return None
     if not isinstance(renewal, dict) or not isinstance(renewal.get("credential"), dict):
         raise InvalidRequest('renewal must be {"credential": <assertion>}')
-    device = find_device(renewal["credential"], failure_event="identity.renewal_refused")
-    verify_device_assertion(device, renewal["credential"], challenge=challenge, expected_state="active",
+    found = find_device(renewal["credential"], failure_event="identity.renewal_refused")
+    verify_device_assertion(found, renewal["credential"], challenge=challenge, expected_state="active",
                             event="identity.renewal_cosigned", failure_event="identity.renewal_refused")
-    return current_db().get(Account, device.account_id)
+    return found.account
 
 
 def _reinstate_suspended(account: Account) -> None:
@@ -336,13 +336,14 @@ def activate() -> ResponseReturnValue:
         raise InvalidRequest("the activation window has closed; this certificate can never be activated",
                              error="expired")
     credential = body.get("credential")
-    device = find_device(credential, failure_event="certificate.activation_failed")
+    found = find_device(credential, failure_event="certificate.activation_failed")
+    device = found.device
     if device.serial != enrollment.device_serial:
         raise ProtocolError("only the certified key can activate its certificate", error="wrong_key")
     _claim(enrollment, "finished", "activated")
     current_db().refresh(device)  # read again now that this request holds the step
     try:
-        verify_device_assertion(device, credential, challenge=enrollment.activation_challenge,
+        verify_device_assertion(found, credential, challenge=enrollment.activation_challenge,
                                 expected_state="pending", event="certificate.activation_signed",
                                 failure_event="certificate.activation_failed")
     except ProtocolError:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import g, request
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from idp import audit
@@ -32,7 +33,7 @@ from idp.context import services
 from idp.device import webauthn
 from idp.errors import InvalidRequest, Locked, ProtocolError
 from idp.oidc.session import current_db
-from idp.storage.models import CredentialLockout, DeviceCertificate, utcnow
+from idp.storage.models import Account, CredentialLockout, DeviceCertificate, utcnow
 from idp.web.base64 import b64url_decode
 
 FAILURES_BEFORE_LOCK = 5
@@ -50,24 +51,41 @@ def lock_period(lock_count: int) -> timedelta:
     return min(FIRST_LOCK * (4 ** min(max(lock_count, 0), 8)), MAX_LOCK)
 
 
-def find_device(credential: Any, *, failure_event: str = "login.failure") -> DeviceCertificate:
+@dataclass
+class FoundDevice:
+    """A credential's device certificate, its account, and this address's failure count for it
+    (read together in one statement: every assertion needs all three)."""
+
+    device: DeviceCertificate
+    account: Account
+    failed_attempts: int | None  # None: no failure from this address since the last success
+    locked_until: datetime | None
+
+
+def find_device(credential: Any, *, failure_event: str = "login.failure") -> FoundDevice:
     if not isinstance(credential, Mapping):
         raise InvalidRequest("credential must be a PublicKeyCredential object")
     try:
         credential_id = webauthn.credential_id_from(credential)
     except webauthn.WebAuthnError as exc:
         raise InvalidRequest(exc.description) from None
-    device = current_db().scalars(
-        select(DeviceCertificate).where(DeviceCertificate.credential_id == credential_id).with_for_update()
+    lockout = CredentialLockout.__table__.c
+    found = current_db().execute(
+        select(DeviceCertificate, Account, lockout.failed_attempts, lockout.locked_until)
+        .join(Account, Account.id == DeviceCertificate.account_id)
+        .outerjoin(CredentialLockout, and_(lockout.device_serial == DeviceCertificate.serial,
+                                           lockout.address == client_address_key()))
+        .where(DeviceCertificate.credential_id == credential_id)
+        .with_for_update(of=DeviceCertificate)
     ).first()
-    if device is None:
+    if found is None:
         audit.record(current_db(), failure_event, reason="unknown_credential")
         g.commit_despite_error = True
         raise AssertionRefused("unknown credential", error="unknown_credential")
-    return device
+    return FoundDevice(*found)
 
 
-def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, Any], *, challenge: bytes,
+def verify_device_assertion(found: FoundDevice, credential: Mapping[str, Any], *, challenge: bytes,
                             expected_state: str, event: str,
                             failure_event: str = "login.failure") -> webauthn.VerifiedAssertion:
     """Verify, update the counter and audit; raise a protocol error when refused.
@@ -76,7 +94,7 @@ def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, 
     committed although the request fails.
     """
     now = utcnow()
-    locked_until = current_db().scalar(select(CredentialLockout.locked_until).where(*_this_address(device)))
+    device, locked_until = found.device, found.locked_until
     if locked_until is not None and locked_until > now:
         until = locked_until.isoformat().replace("+00:00", "Z")
         _refused(device, failure_event, "credential_locked")
@@ -116,8 +134,9 @@ def verify_device_assertion(device: DeviceCertificate, credential: Mapping[str, 
                                "enrolled; this credential cannot be used, enrol the device again",
                                error="backup_eligibility_changed")
     device.sign_count = result.new_sign_count
-    current_db().execute(delete(CredentialLockout).where(*_this_address(device)))
     device.last_used_at = now
+    if found.failed_attempts is not None:  # a success clears this address's failure count
+        current_db().execute(delete(CredentialLockout).where(*_this_address(device)))
     audit.record(current_db(), event, serial=device.serial, account=device.account_id)
     return result
 

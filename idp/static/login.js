@@ -7,6 +7,9 @@
   const statusEl = document.getElementById("status");
   const txn = statusEl.dataset.txn;
   const messages = JSON.parse(document.getElementById("login-messages").textContent);
+  // The request options come with the page; without them (an old page) they are fetched.
+  const optionsEl = document.getElementById("login-options");
+  const embeddedOptions = optionsEl ? JSON.parse(optionsEl.textContent) : null;
   const outcome = document.getElementById("outcome");
   const outcomeText = document.getElementById("outcome-text");
   const ways = document.getElementById("ways");
@@ -52,11 +55,15 @@
     button.setAttribute("aria-busy", "true");
     say(messages.working);
     try {
-      const opts = await W.postJSON("/login/options", { txn: txn });
-      if (!opts.ok) { fail(opts.body.error === "invalid_transaction" ? "expired" : opts.body.error); return; }
+      let publicKey = embeddedOptions;
+      if (!publicKey) {
+        const opts = await W.postJSON("/login/options", { txn: txn });
+        if (!opts.ok) { fail(opts.body.error === "invalid_transaction" ? "expired" : opts.body.error); return; }
+        publicKey = opts.body.publicKey;
+      }
       let credential;
       try {
-        credential = await W.sign(opts.body.publicKey);
+        credential = await W.sign(publicKey);
       } catch (e) {
         say(messages.cancelled);   // cancelled or no passkey here: the transaction is still usable
         return;

@@ -232,9 +232,10 @@ def login_assertion() -> ResponseReturnValue:
         raise AccessDenied("this sign-in was started in another browser", error="other_browser")
     if not remember_once(f"account-signin:{data['c']}", SIGN_IN_SECONDS + 60):
         raise InvalidRequest("this sign-in challenge was already used; start again", error="expired")
-    device = find_device(body.get("credential"))
-    result = verify_device_assertion(device, body["credential"], challenge=challenge, expected_state="active",
+    found = find_device(body.get("credential"))
+    result = verify_device_assertion(found, body["credential"], challenge=challenge, expected_state="active",
                                      event="account.signed_in")
+    device = found.device
     browser.start_session(account_id=device.account_id, device_serial=device.serial,
                           auth_time=int(utcnow().timestamp()),
                           amr=["hwk", "user"] if result.user_verified else ["hwk"],

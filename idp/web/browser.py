@@ -126,7 +126,7 @@ def current_session(*, for_transaction: str | None = None, scoped: bool = False)
 
 
 def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: list[str], acr: str,
-                  scope_txn: str | None = None) -> None:
+                  scope_txn: str | None = None) -> BrowserSession:
     """A new session; ``scope_txn``: approved on another device, good for that transaction only."""
     value = secrets.token_urlsafe(32)
     row = BrowserSession(id=_digest(value), sid=secrets.token_urlsafe(24), account_id=account_id,
@@ -134,6 +134,7 @@ def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: l
                          expires_at=utcnow() + SESSION_LIFETIME, scope_txn=scope_txn)
     current_db().add(row)
     g.new_session = value
+    return row
 
 
 def end_session() -> BrowserSession | None:

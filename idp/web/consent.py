@@ -20,7 +20,7 @@ from flask.typing import ResponseReturnValue
 from idp import audit
 from idp.consent import grant_consent
 from idp.context import services
-from idp.errors import AccessDenied, ProtocolError
+from idp.errors import AccessDenied, ProtocolError, UnsafeAuthorizationRequest
 from idp.oidc import claims as claims_mod
 from idp.oidc.authorize import (
     Checked,
@@ -35,10 +35,11 @@ from idp.oidc.authorize import (
 )
 from idp.oidc.server import AuthorizedUser
 from idp.oidc.session import current_db
+from idp.policy import acr_rank
 from idp.storage.models import Account, AuthorizationTransaction
 from idp.storage.single_use import compare_and_set
 from idp.web import assurance, browser, i18n
-from idp.web.login import load_transaction
+from idp.web.transactions import load_transaction
 
 bp = Blueprint("consent", __name__)
 
@@ -112,6 +113,29 @@ def _finish(txn: AuthorizationTransaction, session: browser.SessionView, checked
                           session_id=session.client_sid(txn.client_id), claims_request=checked.claims_request,
                           device_serial=txn.device_serial)
     return issue_code(checked, user, session)
+
+
+def remembered_answer(txn: AuthorizationTransaction, session: browser.SessionView) -> str | None:
+    """Where the browser goes right after its signature when no page is needed: the service's
+    redirect URI with the code, when a remembered consent covers this request and the
+    sign-in reached the category's ``acr``. Anything else (a new consent, ``prompt=consent``,
+    a refusal to explain) returns None, and the consent page takes over as before.
+
+    The caller holds the transaction (its challenge was taken in a compare-and-set), so it
+    completes here directly; this is the consent page's answer without the round trip.
+    """
+    with current_db().no_autoflush:  # the transaction's new state is written once, below
+        try:
+            checked = _resume(txn, session)
+        except (RedirectableError, UnsafeAuthorizationRequest):
+            return None
+        required = services().policy[checked.client.category].acr
+        if acr_rank(txn.acr) < acr_rank(required) or "consent" in checked.prompts:
+            return None
+        if not consent_answers(txn.account_id, checked.params, checked.client, checked.claims_request):
+            return None
+    txn.state = "completed"
+    return _finish(txn, session, checked, answered=True).location
 
 
 @bp.get("/consent")

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Iterable
-
 from flask import Flask, request
 
 from idp import bounded_json
@@ -45,16 +43,18 @@ def is_page() -> bool:
     return request.method == "GET" and (request.path in PAGE_PATHS or request.path.startswith(PAGE_PREFIXES))
 
 
-def _values() -> Iterable[tuple[str, str]]:
-    yield from request.args.items(multi=True)
+def _values() -> list[tuple[str, str]]:
+    """The query's and the form's parameters, parsed once for all the checks."""
+    values = list(request.args.items(multi=True))
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        yield from request.form.items(multi=True)
+        values.extend(request.form.items(multi=True))
+    return values
 
 
-def _has_nul() -> bool:
+def _has_nul(values: list[tuple[str, str]]) -> bool:
     if request.view_args and any("\x00" in str(v) for v in request.view_args.values()):
         return True
-    if any("\x00" in key or "\x00" in value for key, value in _values()):
+    if any("\x00" in key or "\x00" in value for key, value in values):
         return True
     if request.is_json:
         body = request.get_data(cache=True)
@@ -62,11 +62,11 @@ def _has_nul() -> bool:
     return False
 
 
-def _check_json_bounds() -> None:
+def _check_json_bounds(values: list[tuple[str, str]]) -> None:
     """Raise JsonBoundsError for an over-deep or over-large JSON anywhere in the request."""
     if request.is_json:
         bounded_json.check(request.get_data(cache=True))
-    for _key, value in _values():
+    for _key, value in values:
         if bounded_json.looks_like_jwt(value):
             bounded_json.check_jwt(value)
         elif "[" in value or "{" in value:
@@ -94,12 +94,13 @@ def _check_basic_credentials() -> None:
 def init_app(app: Flask) -> None:
     @app.before_request
     def _guard_input() -> None:
-        if _has_nul():
+        values = _values()
+        if _has_nul(values):
             if is_page():
                 raise UnsafeAuthorizationRequest(NUL_MESSAGE)
             raise InvalidRequest(NUL_MESSAGE)
         try:
-            _check_json_bounds()
+            _check_json_bounds(values)
         except bounded_json.JsonBoundsError as exc:
             if is_page():
                 raise UnsafeAuthorizationRequest(str(exc)) from None

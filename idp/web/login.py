@@ -28,7 +28,6 @@ from urllib.parse import urlsplit
 import segno
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 
 from idp.context import services
 from idp.device.assertions import find_device, verify_device_assertion
@@ -43,13 +42,14 @@ from idp.oidc.authorize import (
     safe_redirect_uri,
     stored_claims_request,
 )
-from idp.oidc.server import query_client, remember_client
+from idp.oidc.server import query_client
 from idp.oidc.session import current_db
 from idp.policy import reached_acr
-from idp.storage.models import AuthorizationTransaction, Client, utcnow
+from idp.storage.models import AuthorizationTransaction, BrowserSession, utcnow
 from idp.storage.single_use import compare_and_set
-from idp.web import browser, i18n
+from idp.web import browser, consent, i18n
 from idp.web.base64 import json_body, string_field
+from idp.web.transactions import load_transaction
 
 bp = Blueprint("login", __name__)
 
@@ -62,27 +62,6 @@ MAX_LIFETIME = timedelta(hours=2)
 
 class TransactionError(ProtocolError):
     error = "invalid_transaction"
-
-
-def load_transaction(txn_id: Any, *, lock: bool = False) -> AuthorizationTransaction:
-    if not isinstance(txn_id, str) or not txn_id or len(txn_id) > 64:
-        raise InvalidRequest("txn is required")
-    # One statement: the transaction (locked when asked) with its client, which every step needs
-    statement = (select(AuthorizationTransaction, Client)
-                 .outerjoin(Client, Client.client_id == AuthorizationTransaction.client_id)
-                 .where(AuthorizationTransaction.id == txn_id)
-                 .execution_options(populate_existing=True))
-    if lock:
-        statement = statement.with_for_update(of=AuthorizationTransaction)
-    found = current_db().execute(statement).first()
-    if found is None:
-        raise NotFound("unknown transaction", error="invalid_transaction")
-    txn, client = found
-    remember_client(txn.client_id, client)
-    if txn.state == "pending" and txn.expires_at <= utcnow():
-        txn.state = "expired"
-    i18n.use_transaction_locale(txn.request.get("ui_locales"), txn.created_at)
-    return txn
 
 
 @functools.lru_cache(maxsize=256)
@@ -138,8 +117,12 @@ def login_page() -> ResponseReturnValue:
         return i18n.error_page("already_answered", 409)
     wallet_url = services().settings.url(url_for("login.wallet_entry", txn=txn.id))
     remaining = max(0, int((txn.expires_at - utcnow()).total_seconds()))
+    # The passkey's request options come with the page (no round trip before the prompt);
+    # POST /login/options gives the same to the phone's wallet.
+    public_key = webauthn.request_options(rp_id=services().settings.rp_id, challenge=txn.challenge) \
+        if txn.state == "pending" else None
     return render_template("login.html", txn=txn, qr=url_for("login.qr_image", txn=txn.id), wallet_url=wallet_url,
-                           expires_in=remaining, retry_token=page_token(txn, "retry"),
+                           expires_in=remaining, public_key=public_key, retry_token=page_token(txn, "retry"),
                            cancel_token=page_token(txn, "cancel"), failure_message=_failure_message(txn),
                            **_who_asks(txn))
 
@@ -289,20 +272,25 @@ def assertion() -> ResponseReturnValue:
         raise TransactionError(f"this transaction is {txn.state}; its challenge cannot be used again")
     credential = body.get("credential")
     try:
-        device = find_device(credential)
-        result = verify_device_assertion(device, credential, challenge=txn.challenge,
+        found = find_device(credential)
+        result = verify_device_assertion(found, credential, challenge=txn.challenge,
                                          expected_state="active", event="login.success")
     except ProtocolError as exc:
         txn.state, txn.failure = "failed", exc.error
         g.commit_despite_error = True
         raise
+    device = found.device
     txn.state = "authenticated"
     txn.account_id = device.account_id
     txn.device_serial = device.serial
     txn.auth_time = int(utcnow().timestamp())
     txn.amr = ["hwk", "user"] if result.user_verified else ["hwk"]
     txn.acr = reached_acr(user_verified=result.user_verified, hardware=device.hardware_attested)
-    return jsonify({"status": "authenticated", "next": _next_for(txn, cross_device=False)})
+    # The signature came from this browser: its session starts, and when nothing needs the
+    # person any more (a remembered consent), the answer goes to the service at once.
+    session = _start_session(txn, cross_device=False)
+    answered = consent.remembered_answer(txn, browser.SessionView(session, found.account)) if session else None
+    return jsonify({"status": "authenticated", "next": answered or _consent_url(txn)})
 
 
 @bp.get("/login/status")
@@ -323,7 +311,16 @@ def status() -> ResponseReturnValue:
 
 
 def _next_for(txn: AuthorizationTransaction, *, cross_device: bool = True) -> str:
-    """Start the browser session once, in the opening browser only; then go to consent.
+    _start_session(txn, cross_device=cross_device)
+    return _consent_url(txn)
+
+
+def _consent_url(txn: AuthorizationTransaction) -> str:
+    return services().settings.url(url_for("consent.consent_page", txn=txn.id))
+
+
+def _start_session(txn: AuthorizationTransaction, *, cross_device: bool) -> BrowserSession | None:
+    """Start the browser session once, in the opening browser only (None otherwise).
 
     Only :func:`assertion` knows the signature came from this very browser. A session the
     opening browser picks up later (its status poll, or its page reloaded) was approved on
@@ -331,9 +328,9 @@ def _next_for(txn: AuthorizationTransaction, *, cross_device: bool = True) -> st
     Security BCP): that session finishes this one authorization request and nothing else,
     neither single sign-on to other RPs nor the account pages.
     """
-    if not txn.session_started and browser.same_browser(txn.browser_binding):
-        txn.session_started = True
-        browser.start_session(account_id=txn.account_id, device_serial=txn.device_serial,
-                              auth_time=txn.auth_time, amr=list(txn.amr or []), acr=txn.acr,
-                              scope_txn=txn.id if cross_device else None)
-    return services().settings.url(url_for("consent.consent_page", txn=txn.id))
+    if txn.session_started or not browser.same_browser(txn.browser_binding):
+        return None
+    txn.session_started = True
+    return browser.start_session(account_id=txn.account_id, device_serial=txn.device_serial,
+                                 auth_time=txn.auth_time, amr=list(txn.amr or []), acr=txn.acr,
+                                 scope_txn=txn.id if cross_device else None)
