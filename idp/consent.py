@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from idp import audit
 from idp.oidc.token_family import revoke_tokens
 from idp.storage.models import Consent, Disclosure, utcnow
+from idp.storage.rows import insert_row
 
 
 def find_consent(session: Session, account_id: str, client_id: str) -> Consent | None:
@@ -83,4 +84,4 @@ def withdraw_consent(session: Session, account_id: str, client_id: str) -> bool:
 
 def record_disclosure(session: Session, account_id: str, client_id: str, claims: list[str], channel: str) -> None:
     if claims:
-        session.add(Disclosure(account_id=account_id, client_id=client_id, claims=claims, channel=channel))
+        insert_row(session, Disclosure, account_id=account_id, client_id=client_id, claims=claims, channel=channel)

@@ -431,6 +431,41 @@ def test_consent_double_submit_grants_once(idp: RunningIdP, device: Enrolled, br
     assert rp.finish(urljoin(idp.base_url, first.headers["Location"])).sub
 
 
+def test_same_device_remembered_consent_answers_with_the_assertion(idp: RunningIdP, device: Enrolled) -> None:
+    """A remembered consent needs no page: the assertion's ``next`` is the service's redirect
+    URI with the code, ``state`` and ``iss``; the transaction is then answered (its consent
+    page refuses), and the code works once."""
+    rp = core.register(idp)
+    with requests.Session() as first:
+        core.login(idp, first, rp, device)  # the consent is given and remembered
+    with requests.Session() as browser:
+        txn = core.start_login(rp, browser)
+        answer = idp.wallet(browser).login(txn, authenticator=device)
+        request, params = rp.parse_callback(answer["next"])
+        assert answer["next"].startswith(rp.redirect_uri)
+        assert params["state"] == rp.last_request.state and params["iss"] == idp.base_url
+        consent = browser.get(urljoin(idp.base_url, f"/consent?txn={txn}"), allow_redirects=False, timeout=10)
+        assert 400 <= consent.status_code < 500 and "Location" not in consent.headers
+        assert rp.exchange(params["code"], request).sub
+    assert _granted(idp, rp) == (1, 2)
+
+
+@pytest.mark.parametrize("extra", [{"prompt": "consent"}, {"scope": "openid profile address"}],
+                         ids=["prompt-consent", "more-claims"])
+def test_same_device_login_shows_the_consent_page_when_the_remembered_one_does_not_answer(
+        idp: RunningIdP, device: Enrolled, extra: dict[str, str]) -> None:
+    rp = core.register(idp, "municipal")
+    with requests.Session() as first:
+        rp.finish(browser_login(first, idp.base_url, rp.start(first, scope="openid profile"),
+                                idp.wallet(first), device))
+    with requests.Session() as browser:
+        txn = core.start_login(rp, browser, **extra)
+        answer = idp.wallet(browser).login(txn, authenticator=device)
+        assert urlsplit(urljoin(idp.base_url, answer["next"])).path == "/consent"
+        page = browser.get(urljoin(idp.base_url, answer["next"]), allow_redirects=False, timeout=10)
+        assert page.status_code == 200 and parse_consent_form(page.text).txn == txn
+
+
 # the token endpoint ------------------------------------------------------------------------
 def test_code_reuse_is_refused_and_revokes_its_access_token(idp: RunningIdP, rp: RelyingParty,  # type: ignore[no-untyped-def]
                                                             device: Enrolled, browser) -> None:

@@ -26,7 +26,7 @@ from idp.storage.models import DeviceCertificate
 from tests.support.authenticator import b64url_decode
 from tests.support.balancer import Deployment, two_instances
 from tests.support.core import txn_of
-from tests.support.rp import RelyingParty, browser_login, parse_consent_form
+from tests.support.rp import RelyingParty, browser_login, login_status, parse_consent_form
 from tests.support.server import ServedIdP, parallel, serve_idp, statuses
 from tests.support.wallet import Enrolled, Wallet
 
@@ -207,13 +207,19 @@ def test_consent_form_is_answered_once(served_idp: ServedIdP, person: tuple[Wall
 
 
 def test_remembered_consent_page_answers_once(served_idp: ServedIdP, person: tuple[Wallet, Enrolled]) -> None:
-    """GET /consent of a transaction a remembered consent answers: one code, not one per request."""
+    """GET /consent of a transaction a remembered consent answers: one code, not one per request.
+
+    Approved on the phone, the computer's browser goes through /consent (a same-device
+    signature is answered by the assertion itself: test_same_device_remembered_consent_*)."""
     wallet, device = person
     rp = _rp(served_idp)
     first = requests.Session()
     rp.finish(browser_login(first, served_idp.base_url, rp.start(first), wallet, device, remember=True))
-    browser = requests.Session()  # no IdP session yet: login, then /consent is answered silently
-    url = _consent_url(served_idp, rp, wallet, device, browser)
+    browser = requests.Session()  # no IdP session yet: login on the phone, then /consent answers silently
+    txn = _login_page(served_idp, rp, browser)
+    wallet.login(txn, authenticator=device)
+    url = urljoin(served_idp.base_url + "/", login_status(browser, served_idp.base_url, txn)["next"])
+    assert urlsplit(url).path == "/consent"
     cookies = browser.cookies.get_dict()
     responses = parallel(lambda i: requests.get(url, cookies=cookies, allow_redirects=False, timeout=TIMEOUT), N)
     winner = _exactly_one(responses, _code_redirect(rp))

@@ -47,6 +47,7 @@ from idp.oidc.session import current_db
 from idp.privacy import contains_individual_number
 from idp.policy import ACR_ORDER, acr_rank
 from idp.storage.models import AuthorizationTransaction, SessionClient, utcnow
+from idp.storage.rows import insert_row
 from idp.web import browser
 
 TRANSACTION_LIFETIME = timedelta(minutes=10)
@@ -443,9 +444,10 @@ def remember_session_client(session: browser.SessionView, client_id: str) -> Non
 
 
 def authorized_user(session: browser.SessionView, c: Checked) -> AuthorizedUser:
-    return AuthorizedUser(account=session.account, auth_time=session.auth_time, acr=session.acr,
-                          amr=session.amr, session_id=session.client_sid(c.client.client_id),
-                          claims_request=c.claims_request, device_serial=session.device_serial)
+    return AuthorizedUser(account_id=session.account_id, known_account=session.account,
+                          auth_time=session.auth_time, acr=session.acr, amr=session.amr,
+                          session_id=session.client_sid(c.client.client_id), claims_request=c.claims_request,
+                          device_serial=session.device_serial)
 
 
 def with_request_object(params: dict[str, Any]) -> dict[str, Any]:
@@ -481,37 +483,36 @@ def handle() -> Response:
             return issue_code(c, authorized_user(session, c), session)
         if "none" in c.prompts:
             return error_redirect(c.redirect_uri, "consent_required", "consent is needed", c.params.get("state"))
-        txn = open_transaction(c, authenticated=session)
-        return redirect(f"/consent?txn={txn.id}", code=302)
+        return redirect(f"/consent?txn={open_transaction(c, authenticated=session)}", code=302)
     if "none" in c.prompts:
         return error_redirect(c.redirect_uri, "login_required", "the person must log in", c.params.get("state"))
-    txn = open_transaction(c, authenticated=None)
-    return redirect(f"/login?txn={txn.id}", code=302)
+    return redirect(f"/login?txn={open_transaction(c, authenticated=None)}", code=302)
 
 
-def open_transaction(c: Checked, *, authenticated: browser.SessionView | None) -> AuthorizationTransaction:
-    """The transaction keeps the request with what validating it learned (:data:`CHECKED_MARK`),
-    so the login and consent steps use it as it is instead of validating it again."""
+def open_transaction(c: Checked, *, authenticated: browser.SessionView | None) -> str:
+    """Open a transaction for the login or consent step; returns its id.
+
+    It keeps the request with what validating it learned (:data:`CHECKED_MARK`), so the
+    login and consent steps use it as it is instead of validating it again."""
     checked = {"redirect_uri": c.redirect_uri, "claims": c.claims_request, "prompts": sorted(c.prompts)}
-    params = {**c.params, PUSHED_MARK: c.pushed, CHECKED_MARK: checked}
-    txn = AuthorizationTransaction(
-        id=secrets.token_urlsafe(24),
+    txn_id = secrets.token_urlsafe(24)
+    signed_in: dict[str, Any] = {}
+    if authenticated is not None:
+        signed_in = {"state": "authenticated", "account_id": authenticated.account_id,
+                     "device_serial": authenticated.device_serial, "auth_time": authenticated.auth_time,
+                     "amr": authenticated.amr, "acr": authenticated.acr}
+    insert_row(
+        current_db(), AuthorizationTransaction,
+        id=txn_id,
         client_id=c.client.client_id,
-        request=params,
+        request={**c.params, PUSHED_MARK: c.pushed, CHECKED_MARK: checked},
         browser_binding=browser.binding_digest(),
         challenge=secrets.token_bytes(32),
         confirmation_code=f"{secrets.randbelow(10_000):04d}",
         expires_at=utcnow() + TRANSACTION_LIFETIME,
+        **signed_in,
     )
-    if authenticated is not None:
-        txn.state = "authenticated"
-        txn.account_id = authenticated.account_id
-        txn.device_serial = authenticated.device_serial
-        txn.auth_time = authenticated.auth_time
-        txn.amr = authenticated.amr
-        txn.acr = authenticated.acr
-    current_db().add(txn)
-    return txn
+    return txn_id
 
 
 def stored_claims_request(txn: AuthorizationTransaction) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ from flask import Flask, g
 from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import JoseError
-from sqlalchemy import Row, and_, bindparam, or_, select
+from sqlalchemy import Row, and_, bindparam, or_, select, update
 
 from idp import audit
 from idp.clients import fapi
@@ -53,6 +53,7 @@ from idp.oidc.session import current_db
 from idp.oidc.token_family import revoke_tokens
 from idp.ops import metrics
 from idp.storage.models import Account, AuthorizationCode, Client, Consent, Token, utcnow
+from idp.storage.rows import insert_row
 from idp.storage.single_use import compare_and_set
 
 ID_TOKEN_LIFETIME = 3600
@@ -69,9 +70,12 @@ def token_hash(value: str) -> str:
 
 @dataclass
 class AuthorizedUser:
-    """The person behind a code or token, with how they authenticated (for the ID token)."""
+    """The person behind a code or token, with how they authenticated (for the ID token).
 
-    account: Account
+    The account row is read only when something needs its attributes (claims in the ID
+    token): a login whose ID token carries none needs only the account id."""
+
+    account_id: str
     auth_time: int
     acr: str
     amr: list[str]
@@ -80,12 +84,18 @@ class AuthorizedUser:
     nonce: str | None = None
     device_serial: str | None = None  # the device certificate that logged in (its token family)
     extra: dict[str, Any] = field(default_factory=dict)
+    known_account: Account | None = field(default=None, repr=False)
+
+    @property
+    def account(self) -> Account:
+        if self.known_account is None:
+            self.known_account = current_db().get(Account, self.account_id)
+        return self.known_account
 
 
 @dataclass
 class StoredCode(AuthorizationCodeMixin):
     row: AuthorizationCode
-    account: Account | None = None  # read with the code (the session's identity map holds it only weakly)
 
     @property
     def code_challenge(self) -> str | None:
@@ -143,9 +153,8 @@ class StoredToken(TokenMixin):
         return RegisteredClient(current_db().get(Client, self.row.client_id))
 
 
-def user_from(row: AuthorizationCode | Token, account: Account | None = None) -> AuthorizedUser:
-    account = account or current_db().get(Account, row.account_id)
-    return AuthorizedUser(account=account, auth_time=row.auth_time, acr=row.acr, amr=list(row.amr),
+def user_from(row: AuthorizationCode | Token) -> AuthorizedUser:
+    return AuthorizedUser(account_id=row.account_id, auth_time=row.auth_time, acr=row.acr, amr=list(row.amr),
                           session_id=row.session_id, claims_request=row.claims,
                           nonce=getattr(row, "nonce", None), device_serial=row.device_serial)
 
@@ -176,16 +185,19 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
     client: RegisteredClient = request.client
     rules = services().policy[client.category]
     code: StoredCode | None = request.authorization_code
-    row = Token(
+    old: StoredToken | None = getattr(request, "refresh_token", None)
+    insert_row(
+        current_db(), Token,
         access_token_hash=token_hash(token["access_token"]),
         refresh_token_hash=token_hash(token["refresh_token"]) if token.get("refresh_token") else None,
         client_id=client.client_id,
-        account_id=user.account.id,
+        account_id=user.account_id,
         scope=token.get("scope", ""),
         claims=user.claims_request,
-        code_hash=code.row.code_hash if code else None,
+        # a rotated refresh token stays in its family
+        code_hash=old.row.code_hash if old is not None else code.row.code_hash if code else None,
         session_id=user.session_id,
-        device_serial=user.device_serial,
+        device_serial=old.row.device_serial if old is not None else user.device_serial,
         auth_time=user.auth_time,
         acr=user.acr,
         amr=user.amr,
@@ -194,11 +206,6 @@ def save_token(token: dict[str, Any], request: OAuth2Request) -> None:
         refresh_expires_at=int(time.time()) + rules.refresh_token_lifetime if token.get("refresh_token") else None,
         dpop_jkt=getattr(request, "dpop_jkt", None),
     )
-    old: StoredToken | None = getattr(request, "refresh_token", None)
-    if old is not None:  # a rotated refresh token stays in its family
-        row.code_hash = old.row.code_hash
-        row.device_serial = old.row.device_serial
-    current_db().add(row)
     metrics.token_issued(client.category)
 
 
@@ -241,10 +248,11 @@ def with_token_type(token: dict[str, Any], request: OAuth2Request) -> dict[str, 
 def store_authorization_code(code: str, *, client_id: str, user: AuthorizedUser, params: dict[str, Any]) -> None:
     """Keep a code's digest with what the token request must match (RFC 6749 §4.1.3: the
     redirect_uri as sent, RFC 7636 §4.6: the PKCE challenge) and what the ID token says."""
-    current_db().add(AuthorizationCode(
+    insert_row(
+        current_db(), AuthorizationCode,
         code_hash=token_hash(code),
         client_id=client_id,
-        account_id=user.account.id,
+        account_id=user.account_id,
         redirect_uri=params.get("redirect_uri") or "",
         scope=params.get("scope") or "",
         nonce=params.get("nonce"),
@@ -258,7 +266,7 @@ def store_authorization_code(code: str, *, client_id: str, user: AuthorizedUser,
         amr=user.amr,
         expires_at=utcnow() + timedelta(seconds=CODE_LIFETIME),
         dpop_jkt=params.get("dpop_jkt"),  # RFC 9449 §10, checked at authorization / PAR
-    ))
+    )
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
@@ -271,14 +279,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         session = current_db()
         digest = token_hash(code)
         now = utcnow()
-        if compare_and_set(session, AuthorizationCode, AuthorizationCode.code_hash == digest,
-                           AuthorizationCode.client_id == client.client_id, AuthorizationCode.used_at.is_(None),
-                           AuthorizationCode.expires_at > now, used_at=now):
-            # with its account, which the ID token needs next (one statement, both in the session)
-            spent, account = session.execute(
-                select(AuthorizationCode, Account).join(Account, Account.id == AuthorizationCode.account_id)
-                .where(AuthorizationCode.code_hash == digest)).one()
-            return StoredCode(spent, account)
+        spent = session.scalars(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.code_hash == digest, AuthorizationCode.client_id == client.client_id,
+                   AuthorizationCode.used_at.is_(None), AuthorizationCode.expires_at > now)
+            .values(used_at=now).returning(AuthorizationCode)).first()  # a compare-and-set that reads the row
+        if spent is not None:
+            return StoredCode(spent)
         row = session.get(AuthorizationCode, digest, populate_existing=True)
         if row is not None and row.client_id == client.client_id and row.used_at is not None:
             revoke_tokens(session, family=row.code_hash)
@@ -295,7 +302,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Nothing left to do: :meth:`query_authorization_code` spent the code."""
 
     def authenticate_user(self, authorization_code: StoredCode) -> AuthorizedUser:
-        return user_from(authorization_code.row, authorization_code.account)
+        return user_from(authorization_code.row)
 
     def generate_token(self, user=None, scope=None, grant_type=None, expires_in=None,
                        include_refresh_token=True):  # type: ignore[no-untyped-def]
@@ -351,7 +358,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         from idp.consent import consent_active
 
         user = user_from(refresh_token.row)
-        if not consent_active(current_db(), user.account.id, refresh_token.row.client_id):
+        if not consent_active(current_db(), user.account_id, refresh_token.row.client_id):
             return None
         return user
 
@@ -431,7 +438,7 @@ def build_id_token(*, client: RegisteredClient, user: AuthorizedUser, access_tok
     now = int(time.time())
     payload: dict[str, Any] = {
         "iss": svc.settings.issuer,
-        "sub": claims_mod.subject(user.account.id, client.sector, svc.pairwise_salt),
+        "sub": claims_mod.subject(user.account_id, client.sector, svc.pairwise_salt),
         "aud": client.client_id,
         "iat": now,
         "exp": now + ID_TOKEN_LIFETIME,
@@ -453,7 +460,7 @@ def build_id_token(*, client: RegisteredClient, user: AuthorizedUser, access_tok
         values = claims_mod.release_values(user.account, release.id_token, claims_request=user.claims_request,
                                            channel="id_token", sector=client.sector, salt=svc.pairwise_salt)
         payload.update(values)
-        record_disclosure(current_db(), user.account.id, client.client_id, sorted(values), "id_token")
+        record_disclosure(current_db(), user.account_id, client.client_id, sorted(values), "id_token")
     header = {"alg": entry.alg, "kid": entry.kid, "typ": "JWT"}
     return jwt.encode(header, payload, entry.key, algorithms=[entry.alg])
 

@@ -109,9 +109,9 @@ def _finish(txn: AuthorizationTransaction, session: browser.SessionView, checked
             answered: bool = False) -> Response:
     if not answered:
         answer(txn, "completed")
-    user = AuthorizedUser(account=session.account, auth_time=txn.auth_time, acr=txn.acr, amr=list(txn.amr or []),
-                          session_id=session.client_sid(txn.client_id), claims_request=checked.claims_request,
-                          device_serial=txn.device_serial)
+    user = AuthorizedUser(account_id=session.account_id, known_account=session.account, auth_time=txn.auth_time,
+                          acr=txn.acr, amr=list(txn.amr or []), session_id=session.client_sid(txn.client_id),
+                          claims_request=checked.claims_request, device_serial=txn.device_serial)
     return issue_code(checked, user, session)
 
 
