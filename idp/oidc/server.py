@@ -514,20 +514,25 @@ class BearerGrant:
 
 
 def bearer_grant(token_string: str) -> BearerGrant | None:
-    """The live access token with its account and whether its consent still stands, in one
-    statement (OIDC Core §5.3.1). Only an access token is a bearer credential (RFC 6750 §1.2):
-    a refresh token presented here is unknown."""
+    """The live access token with its account, whether its consent still stands, and its
+    client (kept for :func:`query_client`), in one statement (OIDC Core §5.3.1). Only an
+    access token is a bearer credential (RFC 6750 §1.2): a refresh token presented here is
+    unknown."""
     if not isinstance(token_string, str) or len(token_string) > 512:
         return None
+    clients = Client.__table__
     found = current_db().execute(
-        select(Token, Account, Consent.id, Consent.withdrawn_at)
+        select(Token, Account, Consent.id.label("consent_id"), Consent.withdrawn_at.label("consent_withdrawn_at"),
+               clients)
         .join(Account, Account.id == Token.account_id)
+        .join(clients, clients.c.client_id == Token.client_id)
         .outerjoin(Consent, and_(Consent.account_id == Token.account_id, Consent.client_id == Token.client_id))
         .where(Token.access_token_hash == token_hash(token_string))
     ).first()
     if found is None:
         return None
-    row, account, consent_id, withdrawn_at = found
+    row, account, consent_id, withdrawn_at = found[:4]
+    remember_client(row.client_id, found)  # the client's columns follow (RegisteredClient reads them by name)
     stored = StoredToken(row)
     if stored.is_expired() or stored.is_revoked():
         return None

@@ -290,7 +290,19 @@ def login_failure_message(code: str | None) -> str:
 
 
 def login_messages() -> dict[str, str]:
-    """Every message the login page script may show, translated, keyed by code."""
+    """Every message the login page script may show, translated, keyed by code (built once
+    per language: the catalogues do not change while the process runs)."""
+    locale = current_locale()
+    messages = _LOGIN_MESSAGES.get(locale)
+    if messages is None:
+        messages = _LOGIN_MESSAGES[locale] = _login_messages()
+    return messages
+
+
+_LOGIN_MESSAGES: dict[str, dict[str, str]] = {}
+
+
+def _login_messages() -> dict[str, str]:
     messages = {code: str(text) for code, text in LOGIN_FAILURES.items()}
     messages.update(
         failed=str(LOGIN_FAILED),
