@@ -27,6 +27,7 @@ from idp import create_app
 from idp.context import initialise
 from idp.proofing.demo_card import TestCard, TestJpkiCA
 from idp.settings import Settings
+from tests.support import log_scan
 from tests.support.people import People
 from tests.support.rp_host import RpHost
 from tests.support.server import ServedIdP, serve_idp
@@ -38,6 +39,7 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines i
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only: needs the embedded SQLite database")
+    log_scan.register(config)  # no token or personal value in any server log of the run
 
 
 def _database_url(tmp: Path) -> tuple[str, Any]:

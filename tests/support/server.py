@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine
 
 from idp.proofing.demo_card import TestCard, TestJpkiCA
 from idp.settings import Settings
+from tests.support import log_scan
 from tests.support.people import People
 
 PG_URL = os.environ.get("IDP_TEST_DATABASE_URL")
@@ -147,6 +148,7 @@ def start_server(env: Mapping[str, str], *, port: int, log_path: Path, workers: 
                  jpki_ca: TestJpkiCA, args: tuple[str, ...] = ()) -> ServedIdP:
     """Start ``idp serve`` with exactly ``env`` as its deployment and wait until it answers."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_scan.watch(log_path)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             idp_command("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *args),
