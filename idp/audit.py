@@ -260,7 +260,12 @@ def flush_anchor() -> None:
 
 
 def read_anchor(folder: Path) -> Anchor | None:
-    """The anchored chain heads in ``folder``, or None when there is none yet."""
+    """The anchored chain heads in ``folder``, or None when there is none yet.
+
+    A keys folder from before several chains holds the one-line anchor of the single log,
+    ``{"seq": N, "hash": "..."}``: that log became chain 0 unchanged (migration 0014), so
+    it anchors chain 0 until the next write replaces it with the form of every chain.
+    """
     path = Path(folder) / ANCHOR_FILE
     try:
         raw = json.loads(path.read_text(encoding="ascii"))
@@ -268,6 +273,8 @@ def read_anchor(folder: Path) -> Anchor | None:
         return None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"the audit head anchor {path} is unreadable: {exc}") from None
+    if isinstance(raw, dict) and set(raw) == {"seq", "hash"}:
+        raw = {"chains": {"0": raw}}
     chains = raw.get("chains") if isinstance(raw, dict) else None
     if not isinstance(chains, dict):
         raise ValueError(f"the audit head anchor {path} is malformed")

@@ -172,3 +172,48 @@ def test_archive_command_refuses_a_broken_log_and_keeps_it(idp, monkeypatch, tmp
     nothing = run_cli(idp, monkeypatch, "audit", "archive", "--before", "2000-01-01", "--out", str(out))
     assert nothing.code == 0 and nothing.out.strip() == "nothing to archive"
     assert run_cli(idp, monkeypatch, "audit", "archive", "--before", "someday", "--out", str(out)).code == 1
+
+
+def _chain_zero_head(engine: Engine, seq: int) -> str:
+    with engine.connect() as connection:
+        return connection.scalar(select(AuditEntry.entry_hash).where(AuditEntry.chain == 0, AuditEntry.seq == seq))
+
+
+def test_the_one_line_anchor_of_a_single_chain_log_is_read_as_chain_zero(engine, tmp_path):
+    """A keys folder from before several chains holds ``{"seq", "hash"}``; migration 0014
+    made that log chain 0, so `idp audit verify` reads the old line as chain 0's head, and
+    the next anchor write keeps it (never starts the anchor afresh)."""
+    _bulk(engine, 20)
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    (folder / audit.ANCHOR_FILE).write_text(json.dumps({"seq": 20, "hash": _chain_zero_head(engine, 20)}))
+    anchor = audit.read_anchor(folder)
+    assert anchor == {0: audit.Head(20, _chain_zero_head(engine, 20))}
+    with Session(engine) as session:
+        assert audit.check(session, anchor).broken is None
+    (folder / audit.ANCHOR_FILE).write_text(json.dumps({"seq": 24, "hash": "f" * 64}))  # newest entries gone
+    with Session(engine) as session:
+        broken = audit.check(session, audit.read_anchor(folder)).broken
+    assert broken is not None and "missing" in broken.reason
+    (folder / audit.ANCHOR_FILE).write_text(json.dumps({"seq": 20, "hash": _chain_zero_head(engine, 20)}))
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_log WHERE seq > 15"))
+    audit.advance(folder, {}, engine)  # a truncated chain 0 must not pull the old anchor back
+    assert audit.read_anchor(folder) == {0: audit.Head(20, anchor[0].entry_hash)}
+    with Session(engine) as session:
+        assert audit.check(session, audit.read_anchor(folder)).broken is not None
+
+
+def test_audit_verify_command_reads_the_old_anchor_line(idp, monkeypatch):
+    path = Path(idp.settings.keys_dir) / audit.ANCHOR_FILE
+    saved = path.read_bytes() if path.exists() else None
+    try:
+        with idp.services().db.transaction() as session:
+            entry = audit.record(session, "test.old_anchor")  # a quiet system writes chain 0
+        assert entry.chain == 0
+        path.write_text(json.dumps({"seq": entry.seq, "hash": entry.entry_hash}))
+        result = run_cli(idp, monkeypatch, "audit", "verify")
+        assert result.code == 0 and f"head anchor at entry {entry.seq}" in result.out, result
+    finally:
+        if saved is not None:
+            path.write_bytes(saved)
