@@ -87,6 +87,8 @@ class Secrets:
     def record_request(self, request: requests.PreparedRequest) -> None:
         """A token the test presents (an initial access token from the command line, say)."""
         authorization = request.headers.get("Authorization", "")
+        if isinstance(authorization, bytes):  # tests of undecodable credentials send raw bytes
+            authorization = authorization.decode("latin-1")
         for scheme in BEARER_SCHEMES:
             if authorization.startswith(scheme):
                 self.add("bearer token", authorization[len(scheme):].strip())
