@@ -12,6 +12,7 @@ from string import Template
 import pytest
 import requests
 
+from tests.support import log_scan
 from tests.support.lifecycle import card, login, rp
 from tests.support.server import free_port, serve_idp
 
@@ -28,6 +29,8 @@ def test_login_through_nginx_round_robin(tmp_path, jpki_ca):
             serve_idp(tmp_path / "b", jpki_ca, issuer=issuer, env=env, share=a) as b:
         prefix = tmp_path / "nginx"
         prefix.mkdir()
+        for name in ("access.log", "error.log"):  # the front door's logs hold no token either
+            log_scan.watch(prefix / name)
         conf = prefix / "nginx.conf"
         conf.write_text(Template(TEMPLATE.read_text()).safe_substitute(
             PREFIX=str(prefix), PORT=port, PORT_A=a.port, PORT_B=b.port))
@@ -50,6 +53,10 @@ def test_login_through_nginx_round_robin(tmp_path, jpki_ca):
             client = rp(front)
             result = login(front, client, front.wallet().enroll(card(front)))
             assert client.userinfo(result.access_token)["sub"] == result.claims["sub"]
+            logout = requests.get(client.logout_url(id_token_hint=result.id_token), timeout=10,
+                                  allow_redirects=False)  # the ID token travels in the query
+            assert logout.status_code < 500
+            assert "/logout" in (prefix / "access.log").read_text()  # logged, without its query
         finally:
             nginx.terminate()
             nginx.wait(10)

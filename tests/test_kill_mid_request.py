@@ -77,6 +77,7 @@ def kill_during(server: ServedIdP, prepared: requests.PreparedRequest, *, table:
         flight = InFlight.send(server, prepared)
         lock.wait_blocked(flight)
         flight.kill_handler()
+    lock.wait_gone()
     wait_for_workers(server, WORKERS)
     assert_no_orphans(server)
 

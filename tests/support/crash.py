@@ -11,10 +11,11 @@ lock.
 - SQLite: ``BEGIN IMMEDIATE`` on the database file; the request has read and checked
   everything and waits for the write lock of its transaction.
 
-    with served.held(table="tokens") as lock:
+    with database_held(server, table="tokens") as lock:
         request = InFlight.send(server, prepared)
         lock.wait_blocked(request)
         request.kill_handler()
+    lock.wait_gone()
 """
 
 from __future__ import annotations
@@ -144,9 +145,11 @@ class PostgresLock:
         raise AssertionError(f"no request blocked on {self.table}")
 
     def release(self) -> None:
-        """Let go, then wait until the killed request's backend has rolled back and left."""
         self.connection.rollback()
         self.connection.close()
+
+    def wait_gone(self) -> None:
+        """Until the blocked request's backend has left (a killed worker's: rolled back)."""
         if self.blocked_backend is None:
             return
         deadline = time.monotonic() + BLOCK_TIMEOUT
@@ -172,6 +175,9 @@ class SqliteLock:
     def release(self) -> None:
         self.connection.rollback()
         self.connection.close()
+
+    def wait_gone(self) -> None:
+        """Nothing to wait for: a killed SQLite writer holds no lock."""
 
 
 @contextlib.contextmanager
