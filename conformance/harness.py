@@ -79,6 +79,7 @@ def _environment(folder: Path, issuer: str, jpki_ca: TestJpkiCA) -> dict[str, st
         "IDP_RATE_LIMIT_PER_MINUTE": "0",
         "IDP_ALLOW_SYNCED_KEYS": "0",
         "IDP_ALLOW_HTTP_LOOPBACK": "1",
+        "IDP_KEYS_REFRESH_SECONDS": "1",  # oidcc-server-rotate-keys looks for the new key 2.5 s after rotating
     }
 
 

@@ -34,14 +34,23 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    """Migrate; the first upgrade past the key schedule's migration also imports the signing
+    keys an earlier version kept in ``keys/signing/index.json`` (from any instance's copy)."""
+    from idp.context import schedule_signing_keys
+    from idp.keystore import KeyStore
+    from idp.signing import key_backend
     from idp.storage.db import Database
 
-    database = Database(_settings().database_url)
+    settings = _settings()
+    database = Database(settings.database_url)
     try:
         changed = database.upgrade()
+        imported = schedule_signing_keys(settings, KeyStore(database, key_backend(settings)), create=False)
     finally:
         database.dispose()
     print("database schema migrated to the newest revision" if changed else "database schema already current")
+    if imported:
+        print(imported)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -62,9 +71,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from gunicorn.app.base import BaseApplication
 
     from idp import create_app
+    from idp.keystore import KeyStoreError
     from idp.ops import logs
 
-    initialise(settings)  # outside development all key material exists by now: only the schema may be new
+    try:  # outside development nothing is created here: only the schema may be new, old key files imported
+        initialise(settings, create_keys=settings.development)
+    except KeyStoreError as exc:
+        raise CommandError(f"refusing to start with issuer {settings.issuer}: {exc}") from None
     app = create_app(settings)
     logs.configure()  # after start-up: a refusal to start stays one plain line (main)
     if settings.development and not settings.registration_token:
@@ -235,17 +248,21 @@ def cmd_audit_archive(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
+    """New keys go into the shared schedule with the audit entry, in one transaction; every
+    instance publishes them within IDP_KEYS_REFRESH_SECONDS, so the grace period must be
+    longer: no instance may sign with a key another one does not publish yet."""
     from idp import audit
-    from idp.keystore import KeyStore
-    from idp.signing import key_backend
 
     settings = _settings()
     if args.grace <= 0:
         raise CommandError("--grace must be a positive number of seconds: relying parties need time to "
                            "fetch the new key before it signs")
-    kids = KeyStore(settings.keys_dir, key_backend(settings)).rotate(grace=args.grace)
+    if args.grace <= settings.keys_refresh_seconds:
+        raise CommandError(f"--grace must be longer than IDP_KEYS_REFRESH_SECONDS ({settings.keys_refresh_seconds} s): "
+                           "every instance must publish the new keys before any signs with them")
 
     def work(session, services):  # type: ignore[no-untyped-def]
+        kids = services.keystore.rotate(session, grace=args.grace)
         audit.record(session, "keys.rotated", kids=kids)
         return f"published new signing keys {', '.join(kids)}; used after {args.grace} s"
 

@@ -60,14 +60,18 @@ def _secret_file(path: Path, create: bool, size: int = 32) -> bytes:
     return data
 
 
-def initialise(settings: Settings) -> list[str]:
-    """Create what an empty deployment needs (idempotent); returns what was created."""
+def initialise(settings: Settings, *, create_keys: bool = True) -> list[str]:
+    """Create what an empty deployment needs (idempotent); returns what was created.
+
+    The database comes before the signing keys, which live there (idp/keystore.py); the
+    pairwise salt before them too, as the file backend seals them with a key derived from
+    it. ``create_keys=False`` (``idp serve`` outside development) only imports the keys of
+    an earlier version's ``keys/signing/index.json`` and otherwise refuses an empty schedule.
+    """
     created: list[str] = []
     keys = settings.keys_dir
     keys.mkdir(parents=True, exist_ok=True)
     backend = key_backend(settings)
-    if KeyStore(keys, backend).initialise():
-        created.append("ID token signing keys (ES256, RS256)")
     for name in ("pairwise.salt", "jpki-link.key", "session.secret"):
         if not (keys / name).exists():
             _secret_file(keys / name, create=True)
@@ -81,9 +85,21 @@ def initialise(settings: Settings) -> list[str]:
     try:
         if database.upgrade():
             created.append("database schema (migrated to the newest revision)")
+        store = KeyStore(database, backend)
+        done = schedule_signing_keys(settings, store, create=create_keys)
+        if done:
+            created.append(done)
+        elif not create_keys:
+            store.check()  # an empty schedule, or keys this instance cannot reach: a refusal
     finally:
         database.dispose()
     return created
+
+
+def schedule_signing_keys(settings: Settings, store: KeyStore, *, create: bool) -> str | None:
+    """Fill an empty key schedule: import an earlier version's ``keys/signing/index.json``,
+    else create keys when ``create``; what was done, or None."""
+    return store.initialise(settings.keys_dir / "signing" / "index.json", create=create)
 
 
 def _development_jpki(settings: Settings) -> list[str]:
@@ -128,12 +144,11 @@ def missing_for_serving(settings: Settings) -> list[str]:
     """What ``idp serve`` needs and only ``idp init`` creates (PROTOCOL §7.6), by name."""
     keys = settings.keys_dir
     missing = []
-    if not (keys / "signing" / "index.json").exists():
-        missing.append(f"ID token signing keys ({keys / 'signing'})")
     ca_files = ("ca.cert.pem",) if settings.pkcs11 is not None else ("ca.key.pem", "ca.cert.pem")  # key in the token
     if not all((keys / "ca" / name).exists() for name in ca_files):
         missing.append(f"trust-service CA ({keys / 'ca'})")
-    for name, what in (("pairwise.salt", "pairwise salt"), ("jpki-link.key", "JPKI link key")):
+    salt = "pairwise salt" if settings.pkcs11 is not None else "pairwise salt (it also unseals the signing keys)"
+    for name, what in (("pairwise.salt", salt), ("jpki-link.key", "JPKI link key")):
         if not (keys / name).exists():
             missing.append(f"{what} ({keys / name})")
     if not settings.secret_key and not (keys / "session.secret").exists():
@@ -147,11 +162,16 @@ def load_services(settings: Settings) -> Services:
     if not settings.development and len(secret) < 32:
         raise ValueError("IDP_SECRET_KEY must be at least 32 characters")
     backend = key_backend(settings)
-    keystore = KeyStore(keys, backend)
-    keystore.public_jwks()  # validates the key material once, at start
+    db = Database(settings.database_url)
+    keystore = KeyStore(db, backend, settings.keys_refresh_seconds)
+    try:
+        keystore.check()  # this instance can sign now: the schedule is there and its keys are reachable
+    except BaseException:
+        db.dispose()
+        raise
     return Services(
         settings=settings,
-        db=Database(settings.database_url),
+        db=db,
         keystore=keystore,
         policy=load_policy(settings.policy_file, development=settings.development),
         ca=CertificateAuthority.load(keys / "ca", backend.ca_key()),

@@ -62,6 +62,8 @@ class Settings:
     metrics_token: str | None = None
     proxy_hops: int = 0
     secret_key: str | None = None
+    # How often each instance re-reads the signing key schedule from the database (seconds).
+    keys_refresh_seconds: int = 30
     # How a person reaches the operator (shown on the help page): a phone number, an e-mail
     # address or a web page, as the operator writes it.
     support_contact: str | None = None
@@ -132,6 +134,7 @@ class Settings:
             redis_url=env.get("IDP_REDIS_URL") or None,
             metrics_token=env.get("IDP_METRICS_TOKEN") or None,
             proxy_hops=_count(env, "IDP_PROXY_HOPS"),
+            keys_refresh_seconds=_seconds(env, "IDP_KEYS_REFRESH_SECONDS", 30, 1, 60),
             secret_key=env.get("IDP_SECRET_KEY") or None,
             support_contact=(env.get("IDP_SUPPORT_CONTACT") or "").strip()[:300] or None,
             fido_mds=_path(env, "IDP_FIDO_MDS"),
@@ -186,6 +189,13 @@ def _pkcs11(env: Mapping[str, str]) -> Pkcs11Config | None:
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(env[name]) if env.get(name) else None
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = env.get(name) or str(default)
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise SettingsError(f"{name} must be a whole number of seconds from {low} to {high}")
+    return int(value)
 
 
 def _count(env: Mapping[str, str], name: str) -> int:

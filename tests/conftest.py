@@ -106,6 +106,7 @@ def start_idp(tmp: Path, jpki_ca: TestJpkiCA, *, host: str = "127.0.0.1", **over
         "IDP_JPKI_TRUST_ANCHORS": str(anchors),
         "IDP_RATE_LIMIT_PER_MINUTE": "0",
         "IDP_ALLOW_SYNCED_KEYS": "0",
+        "IDP_KEYS_REFRESH_SECONDS": "1",  # a rotation shows within a second
     }
     env.update({k: str(v) for k, v in overrides.pop("env", {}).items()})
     settings = Settings.from_env(env, testing=True, **overrides)

@@ -6,7 +6,8 @@
   of the deployment's TEST CA is refused, the test card policy OID is refused, and
   ``idp serve`` will not start when the operator's anchors contain that TEST root.
 - Outside development ``idp serve`` with missing keys exits with one line, creating nothing.
-- ``idp keys rotate --grace`` must be positive.
+- ``idp keys rotate --grace`` must be positive and longer than the key schedule's re-read
+  interval; outside development ``idp serve`` never creates signing keys in the database.
 """
 
 from __future__ import annotations
@@ -123,10 +124,32 @@ def test_serve_with_https_issuer_and_no_keys_refuses_in_one_line_and_creates_not
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
-@pytest.mark.parametrize("grace", ["0", "-60"])
-def test_key_rotation_grace_must_be_positive(idp, monkeypatch, grace) -> None:
-    index = idp.settings.keys_dir / "signing" / "index.json"
-    before = index.read_bytes()
+def _schedule(idp) -> list[tuple]:
+    from sqlalchemy import select
+
+    from idp.storage.models import SigningKey
+
+    with idp.services().db.sessions() as session:
+        return sorted(session.execute(select(SigningKey.kid, SigningKey.use_after, SigningKey.retire_after)).all())
+
+
+@pytest.mark.parametrize("grace, refusal", [("0", "--grace must be a positive"), ("-60", "--grace must be a positive"),
+                                            ("1", "longer than IDP_KEYS_REFRESH_SECONDS")])
+def test_key_rotation_grace_must_outlast_the_refresh_interval(idp, monkeypatch, grace, refusal) -> None:
+    """Positive, and longer than the instances' re-read interval (1 s here): otherwise an
+    instance could sign with a key another one does not publish yet."""
+    before = _schedule(idp)
     result = run_cli(idp, monkeypatch, "keys", "rotate", f"--grace={grace}")
-    assert "--grace must be a positive" in result.error_line
-    assert index.read_bytes() == before
+    assert refusal in result.error_line
+    assert _schedule(idp) == before
+
+
+def test_https_serve_on_a_database_without_signing_keys_refuses_in_one_line(tmp_path) -> None:
+    """A complete keys folder but a database whose schedule is empty (and no earlier
+    version's index to import): outside development ``idp serve`` creates no key."""
+    keys = tmp_path / "keys"
+    env = {"IDP_KEYS_DIR": str(keys), "IDP_INSTANCE_DIR": str(tmp_path / "instance"), "IDP_SECRET_KEY": SECRET}
+    assert _run("init", env={**env, "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'first.sqlite3'}"}).returncode == 0
+    line = _one_line(_run("serve", "--port", "9", env={**env, "IDP_ISSUER": HTTPS_ISSUER,
+                                                        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'other.sqlite3'}"}))
+    assert "refusing to start" in line and "no ID token signing keys in the database" in line and "idp init" in line

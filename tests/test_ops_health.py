@@ -56,17 +56,34 @@ def test_readyz_is_503_while_the_schema_is_behind_and_recovers(server):
     assert ready(server).status_code == 200
 
 
-def test_readyz_is_503_while_the_signing_keys_are_missing(server):
-    index = server.settings.keys_dir / "signing" / "index.json"
-    saved = index.read_bytes()
-    index.unlink()
-    server.services().keystore._checked = 0.0  # as after the keystore's re-read interval
+def test_readyz_is_503_while_the_scheduled_signing_key_is_out_of_reach(server):
+    """The schedule names a key for now whose sealed private half this instance cannot open
+    (as if it were sealed for another deployment's keys folder): not ready, no signature,
+    and ready again once the schedule is repaired."""
+    import time as clock
+
+    from sqlalchemy import delete, update
+
+    from idp.storage.models import SigningKey, SigningKeySchedule
+
+    keystore = server.services().keystore
+    public = {**keystore.public_jwks()["keys"][0]}
+
+    def change(work):  # type: ignore[no-untyped-def]
+        with server.services().db.transaction() as session:
+            work(session)
+            session.execute(update(SigningKeySchedule).values(version=SigningKeySchedule.version + 1))
+        keystore._checked = float("-inf")  # as after the keystore's re-read interval
+
+    now = int(clock.time())
+    change(lambda session: session.add(SigningKey(
+        kid="out-of-reach", alg=public["alg"], created_at=now, use_after=now,
+        public_jwk={**public, "kid": "out-of-reach"}, sealed="not.a.sealed.key.")))
     try:
         response = ready(server)
         assert response.status_code == 503 and "signing keys" in response.json()["error_description"]
     finally:
-        index.write_bytes(saved)
-        server.services().keystore._checked = 0.0
+        change(lambda session: session.execute(delete(SigningKey).where(SigningKey.kid == "out-of-reach")))
     assert ready(server).status_code == 200
 
 

@@ -57,7 +57,8 @@ def openid_configuration() -> ResponseReturnValue:
 
 @bp.get("/jwks")
 def jwks() -> ResponseReturnValue:
-    response = jsonify(services().keystore.public_jwks())
+    """Serialised once per key schedule version (idp/keystore.py), never per request."""
+    response = Response(services().keystore.jwks_document(), mimetype="application/json")
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
 

@@ -5,8 +5,8 @@
 within its timeouts, its schema is at the revision this code expects, and the signing
 keys are loaded. Otherwise 503 with a JSON error naming what is missing, so a balancer
 takes the instance out of rotation; it comes back by itself once the cause is gone
-(each probe checks afresh, nothing is cached, and the pool's pre-ping replaces dead
-connections).
+(each probe checks afresh, nothing is cached but the key schedule, re-read every
+``IDP_KEYS_REFRESH_SECONDS``, and the pool's pre-ping replaces dead connections).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def _not_ready() -> str | None:
             svc.keystore.signing_key(alg)
     except KeyStoreError:
         return "the signing keys are not loaded"
+    if svc.keystore.unreachable():  # before such a key comes into use on the schedule
+        return "a published signing key cannot be reached from this instance (keys folder or PKCS#11 token)"
     return None
 
 

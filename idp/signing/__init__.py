@@ -9,7 +9,9 @@ HSM key signs certificates and ID tokens without its private half ever leaving t
 token and without a line of hand-made DER.
 
 Signing keys are named by their ``kid`` (the RFC 7638 thumbprint of the public key); the
-CA has one key.
+CA has one key. The schedule of the signing keys lives in the database (idp/keystore.py),
+so a key one instance makes must be reachable from all: a token object every instance's
+token holds, or (files) the private key sealed into its database row.
 """
 
 from __future__ import annotations
@@ -34,12 +36,19 @@ class KeyBackend(ABC):
     """Creates, finds and destroys private keys; never exports one."""
 
     @abstractmethod
-    def generate_signing_key(self, alg: str) -> jwk.Key:
-        """A new key for ``alg`` (ES256: P-256, RS256: RSA-2048) whose ``kid`` is set."""
+    def generate_signing_key(self, alg: str) -> tuple[jwk.Key, str | None]:
+        """A new key for ``alg`` (ES256: P-256, RS256: RSA-2048) whose ``kid`` is set, and what
+        the database must keep so that every instance reaches its private half: the private
+        JWK sealed for the deployment's keys folder (files), or None (a token object)."""
 
     @abstractmethod
-    def signing_key(self, kid: str) -> jwk.Key:
-        """The key ``generate_signing_key`` made with this ``kid``, able to sign."""
+    def signing_key(self, kid: str, sealed: str | None) -> jwk.Key:
+        """The key with this ``kid``, able to sign, from what ``generate_signing_key`` gave."""
+
+    @abstractmethod
+    def adopt_signing_key(self, kid: str) -> tuple[jwk.Key, str | None]:
+        """A key made by an earlier version (named in ``keys/signing/index.json``), as
+        ``generate_signing_key`` would give it, for the schedule in the database."""
 
     @abstractmethod
     def delete_signing_key(self, kid: str) -> None:

@@ -186,7 +186,7 @@ class Pkcs11KeyBackend(KeyBackend):
         self.token = Token(config)
 
     # ---- signing keys ----
-    def generate_signing_key(self, alg: str) -> jwk.Key:
+    def generate_signing_key(self, alg: str) -> tuple[jwk.Key, str | None]:
         if alg not in SIGNING_ALGS:
             raise KeyBackendError(f"unsupported signing algorithm {alg}")
         temporary = b"new-" + secrets.token_bytes(8)
@@ -198,9 +198,11 @@ class Pkcs11KeyBackend(KeyBackend):
             for obj in (public, private):  # named after the public key, as file keys are (RFC 7638)
                 obj[Attribute.ID] = kid.encode()
                 obj[Attribute.LABEL] = f"idp-sig-{kid}"
-        return self.signing_key(kid)
+        return self.signing_key(kid, None), None  # the token every instance opens holds it
 
-    def signing_key(self, kid: str) -> jwk.Key:
+    def signing_key(self, kid: str, sealed: str | None) -> jwk.Key:
+        if sealed is not None:
+            raise KeyBackendError(f"signing key {kid} was sealed for a keys folder, not made in the PKCS#11 token")
         key_id = kid.encode()
         private = self._private(key_id)
         public = self._public(key_id)
@@ -208,6 +210,9 @@ class Pkcs11KeyBackend(KeyBackend):
         if isinstance(public, ec.EllipticCurvePublicKey):
             return jwk.ECKey(TokenEcKey(self.token, key_id, public), public_jwk)
         return jwk.RSAKey(TokenRsaKey(self.token, key_id, public), public_jwk)  # type: ignore[arg-type]
+
+    def adopt_signing_key(self, kid: str) -> tuple[jwk.Key, str | None]:
+        return self.signing_key(kid, None), None
 
     def delete_signing_key(self, kid: str) -> None:
         with self.token.lock:

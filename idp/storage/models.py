@@ -337,6 +337,33 @@ class AuditCheckpoint(Base):
     archived_at: Mapped[datetime] = mapped_column()
 
 
+class SigningKey(Base):
+    """An ID-token signing key on the deployment's schedule, shared by every instance (idp/keystore.py).
+
+    ``sealed`` is the private JWK as a JWE (RFC 7516) under the wrapping key every
+    instance derives from its copy of the keys folder (file backend); it is NULL when the
+    private half is an object in the PKCS#11 token, which never leaves it.
+    """
+
+    __tablename__ = "signing_keys"
+    kid: Mapped[str] = mapped_column(String(100), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    use_after: Mapped[int] = mapped_column(BigInteger)
+    retire_after: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sealed: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class SigningKeySchedule(Base):
+    """One row: the schedule's version, raised by every change, so an instance learns of a
+    rotation made anywhere by reading one integer by primary key."""
+
+    __tablename__ = "signing_key_schedule"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
 class CrlState(Base):
     """The trust service's current CRL, regenerated on change and before nextUpdate."""
 

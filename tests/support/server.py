@@ -199,7 +199,8 @@ def serve_idp(tmp: Path, jpki_ca: TestJpkiCA, *, workers: int = 2, env: Mapping[
         if share is not None:
             base = {k: v for k, v in share.env.items()
                     if k in ("IDP_KEYS_DIR", "IDP_DATABASE_URL", "IDP_JPKI_TRUST_ANCHORS", "IDP_INSTANCE_DIR",
-                             "IDP_RATE_LIMIT_PER_MINUTE", "IDP_ALLOW_SYNCED_KEYS", "IDP_SECRET_KEY")}
+                             "IDP_RATE_LIMIT_PER_MINUTE", "IDP_ALLOW_SYNCED_KEYS", "IDP_SECRET_KEY",
+                             "IDP_KEYS_REFRESH_SECONDS")}
         else:
             anchors = tmp / "jpki"
             anchors.mkdir(parents=True, exist_ok=True)
@@ -211,6 +212,7 @@ def serve_idp(tmp: Path, jpki_ca: TestJpkiCA, *, workers: int = 2, env: Mapping[
                 "IDP_JPKI_TRUST_ANCHORS": str(anchors),
                 "IDP_RATE_LIMIT_PER_MINUTE": "0",
                 "IDP_ALLOW_SYNCED_KEYS": "0",
+                "IDP_KEYS_REFRESH_SECONDS": "1",  # a rotation shows within a second
             }
         full = {**base, "IDP_ISSUER": issuer or f"http://127.0.0.1:{port}"}
         for key, value in (env or {}).items():
