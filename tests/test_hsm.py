@@ -109,7 +109,7 @@ def check_tokens_certificates_crls_and_ocsp(served: ServedIdP, browser: requests
 
 def check_keys_rotate_in_the_token(served: ServedIdP) -> None:
     before = {key["kid"] for key in requests.get(served.url("/jwks"), timeout=10).json()["keys"]}
-    rotated = run_idp(served.env, "keys", "rotate", "--grace", "1")
+    rotated = run_idp(served.env, "keys", "rotate", "--grace", "2")  # longer than the 1 s re-read interval
     assert rotated.returncode == 0, rotated.stderr
     device = core.enrol(served)
     rp = core.register(served, "municipal")
@@ -133,16 +133,19 @@ def test_a_token_key_signs_but_never_exports(softhsm: SoftHsm) -> None:
         key.private_numbers()
     with pytest.raises(KeyBackendError, match="already holds a CA key"):
         backend.generate_ca_key()
-    signing = backend.generate_signing_key("RS256")
+    signing, sealed = backend.generate_signing_key("RS256")
+    assert sealed is None  # the token holds it; the database keeps only the public half
+    with pytest.raises(KeyBackendError, match="sealed for a keys folder"):
+        backend.signing_key(signing.kid, "a.sealed.key.from.files")  # type: ignore[arg-type]
     backend.delete_signing_key(signing.kid)  # type: ignore[arg-type]
     with backend.token.lock:  # a key that could leave the token is not used as an HSM key
         backend.token.session().generate_keypair(
             KeyType.RSA, 2048, store=True, id=b"exportable", label="exportable",
             private_template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True, Attribute.SIGN: True})
     with pytest.raises(KeyBackendError, match="not an HSM-protected key"):
-        backend.signing_key("exportable")
+        backend.signing_key("exportable", None)
     with pytest.raises(KeyBackendError, match="no single private key"):
-        backend.signing_key(signing.kid)  # type: ignore[arg-type]
+        backend.signing_key(signing.kid, None)  # type: ignore[arg-type]
 
 
 def test_wrong_pin_or_token_stops_init_with_one_line(softhsm: SoftHsm, tmp_path: Path,
