@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,9 @@ from idp.signing import KeyBackendError
 from idp.signing.files import FileKeyBackend
 from idp.storage.db import Database
 from idp.storage.models import SigningKey, SigningKeySchedule
-from tests.support.server import fresh_database
+from idp.context import initialise
+from idp.settings import Settings
+from tests.support.server import command_env, fresh_database, idp_command
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 T0 = 1_800_000_000
@@ -226,20 +230,27 @@ def test_a_row_whose_sealed_key_is_another_keys_is_refused(tmp_path: Path, store
         fresh.signing_key("ES256")
 
 
+def legacy_keys(folder: Path, schedule: list[tuple[str, int, int, int | None]]) -> list[dict]:
+    """A keys folder as earlier versions left it: ``signing/<kid>.json`` private JWKs named
+    in ``signing/index.json`` with their schedule (alg, created_at, use_after, retire_after)."""
+    backend = FileKeyBackend(keys_folder(folder))
+    (folder / "signing").mkdir(exist_ok=True)
+    index = []
+    for alg, created_at, use_after, retire_after in schedule:
+        key, _ = backend.generate_signing_key(alg)
+        (folder / "signing" / f"{key.kid}.json").write_text(json.dumps(key.as_dict(private=True)))
+        index.append({"kid": key.kid, "alg": alg, "created_at": created_at, "use_after": use_after,
+                      "retire_after": retire_after})
+    (folder / "signing" / "index.json").write_text(json.dumps(index))
+    return index
+
+
 def test_an_earlier_versions_index_is_imported_once(tmp_path: Path, database: Database, clock: Clock) -> None:
     """``keys/signing/index.json`` and its key files (before the schedule moved into the
     database) become the schedule, with the same kids, times and keys."""
-    folder = keys_folder(tmp_path / "keys")
-    backend = FileKeyBackend(folder)
-    index = []
-    for alg, retire in (("ES256", T0 + 100), ("RS256", None), ("ES256", None)):
-        key, _ = backend.generate_signing_key(alg)
-        (folder / "signing").mkdir(exist_ok=True)
-        (folder / "signing" / f"{key.kid}.json").write_text(json.dumps(key.as_dict(private=True)))
-        index.append({"kid": key.kid, "alg": alg, "created_at": T0 - 10, "use_after": T0 - 10,
-                      "retire_after": retire})
-    index[2]["use_after"] = T0 + 50
-    (folder / "signing" / "index.json").write_text(json.dumps(index))
+    folder = tmp_path / "keys"
+    index = legacy_keys(folder, [("ES256", T0 - 10, T0 - 10, T0 + 100), ("RS256", T0 - 10, T0 - 10, None),
+                                 ("ES256", T0 - 10, T0 + 50, None)])
     s = new_store(database, folder)
     assert s.initialise(folder / "signing" / "index.json", create=False).startswith("ID token signing keys imported")
     assert s.initialise(folder / "signing" / "index.json", create=False) is None
@@ -251,6 +262,32 @@ def test_an_earlier_versions_index_is_imported_once(tmp_path: Path, database: Da
     assert index[0]["kid"] not in kids(s.public_jwks())
     rotate(s, now=T0 + 100)  # a retired key's old file goes with it
     assert not (folder / "signing" / f"{index[0]['kid']}.json").exists()
+
+
+def test_db_upgrade_and_serve_import_an_earlier_deployment(tmp_path: Path) -> None:
+    """The operator's upgrade: ``idp db upgrade`` imports the old keys (and says so); the
+    start of an https ``idp serve`` (no key creation outside development) does as well."""
+    now = int(time.time())
+    for step, folder in (("db upgrade", tmp_path / "one"), ("serve", tmp_path / "two")):
+        index = legacy_keys(folder / "keys", [("ES256", now, now, None), ("RS256", now, now, None)])
+        with fresh_database(folder / "db") as url:
+            env = {"IDP_KEYS_DIR": str(folder / "keys"), "IDP_DATABASE_URL": url, "IDP_SECRET_KEY": "s" * 48,
+                   "IDP_ISSUER": "https://id.example.jp", "IDP_INSTANCE_DIR": str(folder / "instance")}
+            if step == "db upgrade":
+                upgraded = subprocess.run(idp_command("db", "upgrade"), env=command_env(env), capture_output=True,
+                                          text=True, timeout=120)
+                assert upgraded.returncode == 0, upgraded.stderr
+                assert "ID token signing keys imported from" in upgraded.stdout
+            else:
+                done = initialise(Settings.from_env(env), create_keys=False)
+                assert any(item.startswith("ID token signing keys imported") for item in done), done
+            db = Database(url)
+            try:
+                s = KeyStore(db, FileKeyBackend(folder / "keys"))
+                assert kids(s.public_jwks()) == {item["kid"] for item in index}
+                s.check()
+            finally:
+                db.dispose()
 
 
 def test_a_failed_rotation_leaves_no_key_behind(store: KeyStore, database: Database, clock: Clock,
