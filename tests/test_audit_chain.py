@@ -60,7 +60,7 @@ def history(server, tmp_path_factory):
         renewed = card(server, name=NAME, address=ADDRESS, date_of_birth=BIRTH)
         assert run_cli(server, monkeypatch, "jpki", "link", f"{person.serial_number:x}",
                        f"{renewed.serial_number:x}").code == 0
-        assert run_cli(server, monkeypatch, "keys", "rotate", "--grace", "1").code == 0
+        assert run_cli(server, monkeypatch, "keys", "rotate", "--grace", "2").code == 0
         return {"card": person, "renewed": renewed, "phone": phone}
     finally:
         monkeypatch.undo()

@@ -96,6 +96,7 @@ def cli_env(idp: Any) -> dict[str, str]:
         "IDP_DATABASE_URL": s.database_url,
         "IDP_JPKI_TRUST_ANCHORS": str(s.jpki_trust_anchors),
         "IDP_RATE_LIMIT_PER_MINUTE": "0",
+        "IDP_KEYS_REFRESH_SECONDS": str(s.keys_refresh_seconds),  # the deployment's, as `idp keys rotate` checks
     }
     if s.jpki_crls is not None:
         env["IDP_JPKI_CRLS"] = str(s.jpki_crls)
