@@ -1,7 +1,7 @@
 """ID-token signing keys and their rotation schedule in the database, shared by every instance
 
-Revision ID: 0017_i15_signing_keys
-Revises: 0016_i10_scoped_sessions
+Revision ID: 0018_i15_signing_keys
+Revises: 0017_i15_enrolment_retry
 
 The keys of an existing ``keys/signing/index.json`` are imported by ``idp db upgrade``,
 ``idp init`` and ``idp serve`` right after this migration (idp/keystore.py): importing
@@ -11,8 +11,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0017_i15_signing_keys"
-down_revision = "0016_i10_scoped_sessions"
+revision = "0018_i15_signing_keys"
+down_revision = "0017_i15_enrolment_retry"
 branch_labels = None
 depends_on = None
 
