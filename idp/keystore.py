@@ -67,6 +67,7 @@ class ScheduledKey:
 
     kid: str
     alg: str
+    created_at: int
     use_after: int
     retire_after: int | None
     public: dict[str, Any]
@@ -234,7 +235,7 @@ class KeyStore:
                 return previous
             rows = list(session.scalars(select(SigningKey)))
         now = int(time.time())
-        schedule = tuple(ScheduledKey(row.kid, row.alg, row.use_after, row.retire_after,
+        schedule = tuple(ScheduledKey(row.kid, row.alg, row.created_at, row.use_after, row.retire_after,
                                       {**row.public_jwk, "use": "sig", "alg": row.alg}) for row in rows)
         known = previous.keys if previous is not None else {}
         keys: dict[str, jwk.Key] = {}
@@ -261,7 +262,8 @@ class KeyStore:
         return key
 
     def signing_key(self, alg: str) -> KeyEntry:
-        """The key the schedule names for ``alg`` now: the newest past its grace period."""
+        """The key the schedule names for ``alg`` now: of those past their grace period, the one
+        the latest rotation made (a rotation during another's grace period wins over it)."""
         if alg not in SIGNING_ALGS:
             raise KeyStoreError(f"unsupported signing algorithm {alg}")
         snapshot = self._current()
@@ -271,7 +273,7 @@ class KeyStore:
         usable = [entry for entry in snapshot.schedule if entry.alg == alg and entry.signs_at(now)]
         if not usable:
             raise KeyStoreError(f"no usable {alg} signing key on the schedule: run `idp keys rotate`")
-        chosen = max(usable, key=lambda entry: entry.use_after)
+        chosen = max(usable, key=lambda entry: (entry.created_at, entry.use_after))
         key = snapshot.keys.get(chosen.kid)
         if key is None:
             raise KeyStoreError(f"this instance cannot reach the private half of signing key {chosen.kid} "

@@ -169,6 +169,19 @@ def test_rotation_publishes_before_use_and_retires_after_grace(tmp_path: Path, s
     assert old not in left and new in left
 
 
+def test_a_rotation_within_anothers_grace_period_wins(store: KeyStore, clock: Clock) -> None:
+    """Two rotations in a row (the second with a shorter grace): once the second's keys may
+    sign they keep signing, even after the first's grace period ends; all stay published."""
+    first = rotate(store, grace=100, now=T0)
+    clock.now = T0 + 10
+    second = rotate(store, grace=31, now=T0 + 10)
+    clock.now = T0 + 41
+    assert store.signing_key("ES256").kid in second
+    clock.now = T0 + 100
+    assert store.signing_key("ES256").kid in second and store.signing_key("RS256").kid in second
+    assert set(first) | set(second) <= kids(store.public_jwks())
+
+
 def test_another_instance_sees_a_rotation_within_its_refresh_interval(tmp_path: Path, store: KeyStore,
                                                                       database: Database, clock: Clock) -> None:
     """Instance B (its own copy of the keys folder, the same database) learns of a rotation
