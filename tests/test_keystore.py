@@ -333,3 +333,36 @@ def test_a_backend_failure_is_retried_at_the_next_refresh(tmp_path: Path, store:
     clock.now = T0 + REFRESH
     assert fresh.unreachable() == {}
     fresh.check()
+
+
+def test_concurrent_rotations_take_turns(tmp_path: Path, store: KeyStore, database: Database, clock: Clock) -> None:
+    """Two `idp keys rotate` at once (two machines): the second waits for the first to commit,
+    then retires its keys, so exactly one key per algorithm is left without a retirement."""
+    import threading
+
+    first_in = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with database.transaction() as session:
+                store.rotate(session, grace=GRACE, now=T0)
+                first_in.set()
+                time.sleep(0.5)  # holds the schedule while the second one starts
+        except BaseException as exc:
+            errors.append(exc)
+            first_in.set()
+
+    runner = threading.Thread(target=first)
+    runner.start()
+    first_in.wait(10)
+    other = new_store(database, tmp_path / "keys")
+    with database.transaction() as session:
+        second = other.rotate(session, grace=GRACE, now=T0 + 1)
+    runner.join(10)
+    assert errors == []
+    with database.sessions() as session:
+        current = session.execute(select(SigningKey.kid, SigningKey.alg).where(SigningKey.retire_after.is_(None))).all()
+        version = session.scalar(select(SigningKeySchedule.version))
+    assert sorted(kid for kid, _ in current) == sorted(second) and sorted(alg for _, alg in current) == ["ES256", "RS256"]
+    assert version == 3  # created, then two rotations
