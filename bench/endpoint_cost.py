@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flows", "-k", type=int, default=200, help="sequential flows to measure")
     parser.add_argument("--people", "-m", type=int, default=8, help="enrolled persons (flows rotate over them)")
+    parser.add_argument("--id-token-alg", choices=("ES256", "RS256"), default="ES256",
+                        help="the RPs' id_token_signed_response_alg")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"),
                         help="PostgreSQL server URL (a fresh database is created and dropped); default SQLite")
     parser.add_argument("--source", type=Path, default=lf.ROOT, help="folder whose idp/ package is measured")
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed(meter.app.extensions["idp"].db.engine, args.seed_accounts, args.seed_clients)
             thread.start()
             handle = lf.Server(base_url, None, folder / "none.log", env["IDP_REGISTRATION_TOKEN"], jpki_ca)  # type: ignore[arg-type]
-            rps = lf.register_rps(handle)
+            rps = lf.register_rps(handle, args.id_token_alg)
             for rp in rps.values():
                 rp.jwks()
             people = lf.enrol_people(handle, args.people, 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,9 +21,11 @@ from idp.storage.rows import insert_row
 
 
 def find_consent(session: Session, account_id: str, client_id: str) -> Consent | None:
-    return session.scalars(
-        select(Consent).where(Consent.account_id == account_id, Consent.client_id == client_id)
-    ).first()
+    return session.scalars(_CONSENT, {"account_id": account_id, "client_id": client_id}).first()
+
+
+_CONSENT = select(Consent).where(Consent.account_id == bindparam("account_id"),
+                                 Consent.client_id == bindparam("client_id"))
 
 
 def consent_active(session: Session, account_id: str, client_id: str) -> bool:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import g, request
-from sqlalchemy import ColumnElement, and_, delete, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from idp import audit
@@ -69,20 +69,23 @@ def find_device(credential: Any, *, failure_event: str = "login.failure") -> Fou
         credential_id = webauthn.credential_id_from(credential)
     except webauthn.WebAuthnError as exc:
         raise InvalidRequest(exc.description) from None
-    lockout = CredentialLockout.__table__.c
-    found = current_db().execute(
-        select(DeviceCertificate, Account, lockout.failed_attempts, lockout.locked_until)
-        .join(Account, Account.id == DeviceCertificate.account_id)
-        .outerjoin(CredentialLockout, and_(lockout.device_serial == DeviceCertificate.serial,
-                                           lockout.address == client_address_key()))
-        .where(DeviceCertificate.credential_id == credential_id)
-        .with_for_update(of=DeviceCertificate)
-    ).first()
+    found = current_db().execute(_DEVICE_BY_CREDENTIAL, {"credential_id": credential_id,
+                                                          "address": client_address_key()}).first()
     if found is None:
         audit.record(current_db(), failure_event, reason="unknown_credential")
         g.commit_despite_error = True
         raise AssertionRefused("unknown credential", error="unknown_credential")
     return FoundDevice(*found)
+
+
+_LOCKOUT = CredentialLockout.__table__.c
+_DEVICE_BY_CREDENTIAL = (
+    select(DeviceCertificate, Account, _LOCKOUT.failed_attempts, _LOCKOUT.locked_until)
+    .join(Account, Account.id == DeviceCertificate.account_id)
+    .outerjoin(CredentialLockout, and_(_LOCKOUT.device_serial == DeviceCertificate.serial,
+                                       _LOCKOUT.address == bindparam("address")))
+    .where(DeviceCertificate.credential_id == bindparam("credential_id"))
+    .with_for_update(of=DeviceCertificate))
 
 
 def verify_device_assertion(found: FoundDevice, credential: Mapping[str, Any], *, challenge: bytes,

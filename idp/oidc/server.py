@@ -279,11 +279,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         session = current_db()
         digest = token_hash(code)
         now = utcnow()
-        spent = session.scalars(
-            update(AuthorizationCode)
-            .where(AuthorizationCode.code_hash == digest, AuthorizationCode.client_id == client.client_id,
-                   AuthorizationCode.used_at.is_(None), AuthorizationCode.expires_at > now)
-            .values(used_at=now).returning(AuthorizationCode)).first()  # a compare-and-set that reads the row
+        # a compare-and-set that reads the row
+        spent = session.scalars(_SPEND_CODE, {"digest": digest, "b_client_id": client.client_id, "now": now}).first()
         if spent is not None:
             return StoredCode(spent)
         row = session.get(AuthorizationCode, digest, populate_existing=True)
@@ -311,6 +308,13 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         token = super().generate_token(user=user, scope=scope, grant_type=grant_type, expires_in=expires_in,
                                        include_refresh_token=include_refresh_token and wants_offline)
         return with_token_type(token, self.request)
+
+
+_SPEND_CODE = (update(AuthorizationCode)
+               .where(AuthorizationCode.code_hash == bindparam("digest"),
+                      AuthorizationCode.client_id == bindparam("b_client_id"),
+                      AuthorizationCode.used_at.is_(None), AuthorizationCode.expires_at > bindparam("now"))
+               .values(used_at=bindparam("now")).returning(AuthorizationCode))
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -520,15 +524,7 @@ def bearer_grant(token_string: str) -> BearerGrant | None:
     unknown."""
     if not isinstance(token_string, str) or len(token_string) > 512:
         return None
-    clients = Client.__table__
-    found = current_db().execute(
-        select(Token, Account, Consent.id.label("consent_id"), Consent.withdrawn_at.label("consent_withdrawn_at"),
-               clients)
-        .join(Account, Account.id == Token.account_id)
-        .join(clients, clients.c.client_id == Token.client_id)
-        .outerjoin(Consent, and_(Consent.account_id == Token.account_id, Consent.client_id == Token.client_id))
-        .where(Token.access_token_hash == token_hash(token_string))
-    ).first()
+    found = current_db().execute(_BEARER, {"digest": token_hash(token_string)}).first()
     if found is None:
         return None
     row, account, consent_id, withdrawn_at = found[:4]
@@ -537,6 +533,15 @@ def bearer_grant(token_string: str) -> BearerGrant | None:
     if stored.is_expired() or stored.is_revoked():
         return None
     return BearerGrant(row, account, consent_id is not None and withdrawn_at is None)
+
+
+_BEARER = (
+    select(Token, Account, Consent.id.label("consent_id"), Consent.withdrawn_at.label("consent_withdrawn_at"),
+           Client.__table__)
+    .join(Account, Account.id == Token.account_id)
+    .join(Client.__table__, Client.__table__.c.client_id == Token.client_id)
+    .outerjoin(Consent, and_(Consent.account_id == Token.account_id, Consent.client_id == Token.client_id))
+    .where(Token.access_token_hash == bindparam("digest")))
 
 
 def _find_token(token_string: str, hint: str | None) -> StoredToken | None:

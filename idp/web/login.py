@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import segno
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from sqlalchemy import bindparam, update
 
 from idp.context import services
 from idp.device.assertions import find_device, verify_device_assertion
@@ -46,7 +47,7 @@ from idp.oidc.server import query_client
 from idp.oidc.session import current_db
 from idp.policy import reached_acr
 from idp.storage.models import AuthorizationTransaction, BrowserSession, utcnow
-from idp.storage.single_use import compare_and_set
+from idp.storage.single_use import compare_and_set_built
 from idp.web import browser, consent, i18n
 from idp.web.base64 import json_body, string_field
 from idp.web.transactions import load_transaction
@@ -264,10 +265,8 @@ def options() -> ResponseReturnValue:
 def assertion() -> ResponseReturnValue:
     body = json_body()
     txn = load_transaction(string_field(body, "txn", max_length=64))
-    if txn.state != "pending" or not compare_and_set(
-            current_db(), AuthorizationTransaction, AuthorizationTransaction.id == txn.id,
-            AuthorizationTransaction.state == "pending", AuthorizationTransaction.expires_at > utcnow(),
-            state="answering"):
+    if txn.state != "pending" or not compare_and_set_built(current_db(), _TAKE_CHALLENGE,
+                                                           {"txn_id": txn.id, "now": utcnow()}):
         current_db().refresh(txn)
         raise TransactionError(f"this transaction is {txn.state}; its challenge cannot be used again")
     credential = body.get("credential")
@@ -291,6 +290,13 @@ def assertion() -> ResponseReturnValue:
     session = _start_session(txn, cross_device=False)
     answered = consent.remembered_answer(txn, browser.SessionView(session, found.account)) if session else None
     return jsonify({"status": "authenticated", "next": answered or _consent_url(txn)})
+
+
+# The challenge is single use: pending → answering, once (idp.storage.single_use).
+_TAKE_CHALLENGE = (update(AuthorizationTransaction)
+                   .where(AuthorizationTransaction.id == bindparam("txn_id"), AuthorizationTransaction.state == "pending",
+                          AuthorizationTransaction.expires_at > bindparam("now"))
+                   .values(state="answering"))
 
 
 @bp.get("/login/status")
