@@ -437,10 +437,13 @@ def remember_session_client(session: browser.SessionView, client_id: str) -> Non
     """Back-Channel Logout 1.0 §2.7: which RPs this browser session signed in to (one
     statement: an insert that leaves an existing pair alone)."""
     db = current_db()
-    dialect = db.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    db.execute(insert(SessionClient).values(session_id=session.row.id, client_id=client_id)
-               .on_conflict_do_nothing())
+    db.execute(_SESSION_CLIENT[db.get_bind().dialect.name], {"session_id": session.row.id, "client_id": client_id})
+
+
+_SESSION_CLIENT = {
+    "postgresql": postgresql_insert(SessionClient.__table__).on_conflict_do_nothing(),
+    "sqlite": sqlite_insert(SessionClient.__table__).on_conflict_do_nothing(),
+}
 
 
 def authorized_user(session: browser.SessionView, c: Checked) -> AuthorizedUser:

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from idp.context import services
 from idp.oidc.session import current_db
 from idp.storage.models import Account, BrowserSession, DeviceCertificate, utcnow
+from idp.storage.rows import insert_row
 
 BINDING_COOKIE = "idp_browser"
 SESSION_COOKIE = "idp_session"
@@ -128,13 +129,13 @@ def current_session(*, for_transaction: str | None = None, scoped: bool = False)
 def start_session(*, account_id: str, device_serial: str, auth_time: int, amr: list[str], acr: str,
                   scope_txn: str | None = None) -> BrowserSession:
     """A new session; ``scope_txn``: approved on another device, good for that transaction only."""
-    value = secrets.token_urlsafe(32)
-    row = BrowserSession(id=_digest(value), sid=secrets.token_urlsafe(24), account_id=account_id,
-                         device_serial=device_serial, auth_time=auth_time, amr=amr, acr=acr,
-                         expires_at=utcnow() + SESSION_LIFETIME, scope_txn=scope_txn)
-    current_db().add(row)
+    value, now = secrets.token_urlsafe(32), utcnow()
+    values = dict(id=_digest(value), sid=secrets.token_urlsafe(24), account_id=account_id, device_serial=device_serial,
+                  auth_time=auth_time, amr=amr, acr=acr, created_at=now, expires_at=now + SESSION_LIFETIME,
+                  scope_txn=scope_txn)
+    insert_row(current_db(), BrowserSession, **values)
     g.new_session = value
-    return row
+    return BrowserSession(**values)  # what was written (not attached to the database session)
 
 
 def end_session() -> BrowserSession | None:
