@@ -14,6 +14,7 @@ longer exists for any protocol endpoint and its tokens are revoked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -83,7 +84,7 @@ class RegisteredClient(ClientMixin):
         exists for the protocol endpoints."""
         return not self.deleted and self.row.disabled_at is None
 
-    @property
+    @functools.cached_property
     def metadata(self) -> Mapping[str, Any]:
         return self.row.client_metadata
 

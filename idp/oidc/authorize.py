@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
-from authlib.common.security import generate_token
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Request, scope_to_list
@@ -42,7 +41,7 @@ from idp.errors import UnsafeAuthorizationRequest
 from idp.oidc import claims as claims_mod
 from idp.oidc import dpop, request_object
 from idp.oidc.par import PUSHED_MARK, take_pushed_request
-from idp.oidc.server import AUTHORIZATION_CODE_LENGTH, AuthorizedUser, query_client, store_authorization_code
+from idp.oidc.server import AUTHORIZATION_CODE_BYTES, AuthorizedUser, query_client, store_authorization_code
 from idp.oidc.session import current_db
 from idp.privacy import contains_individual_number
 from idp.policy import ACR_ORDER, acr_rank
@@ -424,7 +423,7 @@ def issue_code(c: Checked, user: AuthorizedUser, session: browser.SessionView) -
                               c.params.get("state"))
     user.nonce = c.params.get("nonce")
     remember_session_client(session, c.client.client_id)
-    code = generate_token(AUTHORIZATION_CODE_LENGTH)
+    code = secrets.token_urlsafe(AUTHORIZATION_CODE_BYTES)
     store_authorization_code(code, client_id=c.client.client_id, user=user, params=c.params)
     answer = [("code", code)]
     if c.params.get("state"):

@@ -25,6 +25,7 @@ same values, and they rotate every :data:`NONCE_WINDOW_SECONDS`.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import hashlib
 import hmac as std_hmac
@@ -110,12 +111,15 @@ def normalise_url(url: str) -> str:
 
 # ---- server nonces (§8, §9) ----
 
+@functools.lru_cache(maxsize=16)
 def _nonce_mac(secret: bytes, window: int) -> bytes:
+    """One MAC per window (a window's nonce goes on every token and userinfo answer)."""
     mac = crypto_hmac.HMAC(secret, hashes.SHA256())
     mac.update(b"dpop-nonce\x00" + struct.pack(">Q", window))
     return mac.finalize()[:18]
 
 
+@functools.lru_cache(maxsize=4)
 def _nonce_secret(server_secret: str) -> bytes:
     return hashlib.sha256(b"idp dpop nonce key\x00" + server_secret.encode("utf-8")).digest()
 

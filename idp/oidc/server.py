@@ -61,7 +61,7 @@ CODE_LIFETIME = 60
 # A client assertion living longer than this is not remembered longer (a year-long
 # assertion is a client bug; keeping its jti a year serves nobody).
 MAX_JTI_MEMORY_SECONDS = 366 * 24 * 3600
-AUTHORIZATION_CODE_LENGTH = 48  # characters of [A-Za-z0-9]: about 285 bits (RFC 6749 §10.10)
+AUTHORIZATION_CODE_BYTES = 36  # 288 random bits, 48 base64url characters (RFC 6749 §10.10)
 
 
 def token_hash(value: str) -> str:

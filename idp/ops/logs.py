@@ -14,14 +14,15 @@ identifiers at most.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import re
+import secrets
 import socket
 import sys
 import time
-import uuid
 from datetime import datetime, timezone
 
 from flask import Flask, Response, g, has_request_context, request
@@ -79,16 +80,34 @@ def configure(level: int = logging.INFO) -> None:
     logging.getLogger("idp").setLevel(level)
 
 
+def new_request_id() -> str:
+    """A request id unique across processes and instances without a random draw per request:
+    a random prefix per process (drawn again in each forked worker) and a counter, 32 hex
+    characters in all."""
+    return f"{_id_prefix}{next(_id_counter):08x}"
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix
+    _id_prefix = secrets.token_hex(12)
+
+
+_id_prefix = ""
+_id_counter = itertools.count()
+_new_id_prefix()
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
 def init_app(app: Flask) -> None:
     @app.before_request
     def _request_id() -> None:
         offered = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = offered if _PLAIN_TOKEN.fullmatch(offered) else uuid.uuid4().hex
+        g.request_id = offered if _PLAIN_TOKEN.fullmatch(offered) else new_request_id()
         g.request_started = time.perf_counter()
 
     @app.after_request
     def _echo_and_log(response: Response) -> Response:
-        request_id = g.get("request_id") or uuid.uuid4().hex
+        request_id = g.get("request_id") or new_request_id()
         response.headers[REQUEST_ID_HEADER] = request_id
         started = g.get("request_started")
         access.info("%s %s %s", request.method, request.path, response.status_code, extra={
