@@ -52,8 +52,11 @@ def compare_and_set(session: Session, entity: type, *expected: ColumnElement[boo
 
 def compare_and_set_built(session: Session, statement: Update, params: dict[str, Any]) -> bool:
     """:func:`compare_and_set` for an ``UPDATE … WHERE <expected state>`` built once with bound
-    parameters (the hot path's, which skip building the statement on every request)."""
-    result = session.execute(statement, params, execution_options={"synchronize_session": "fetch"})
+    parameters (the hot path's, which skip building the statement on every request).
+
+    Objects already loaded are *not* given the new values (no evaluation of the condition in
+    Python): the caller holds the row it claimed and sets its next state itself."""
+    result = session.execute(statement, params, execution_options={"synchronize_session": False})
     return result.rowcount == 1
 
 
