@@ -33,7 +33,7 @@ from idp.context import services
 from idp.device import webauthn
 from idp.errors import InvalidRequest, Locked, ProtocolError
 from idp.oidc.session import current_db
-from idp.storage.models import Account, CredentialLockout, DeviceCertificate, utcnow
+from idp.storage.models import Account, Consent, CredentialLockout, DeviceCertificate, utcnow
 from idp.web.base64 import b64url_decode
 
 FAILURES_BEFORE_LOCK = 5
@@ -53,24 +53,27 @@ def lock_period(lock_count: int) -> timedelta:
 
 @dataclass
 class FoundDevice:
-    """A credential's device certificate, its account, and this address's failure count for it
-    (read together in one statement: every assertion needs all three)."""
+    """A credential's device certificate, its account, this address's failure count for it
+    and, at a login, the account's consent for the asking client (read together in one
+    statement: every assertion needs them)."""
 
     device: DeviceCertificate
     account: Account
     failed_attempts: int | None  # None: no failure from this address since the last success
     locked_until: datetime | None
+    consent: Consent | None = None
 
 
-def find_device(credential: Any, *, failure_event: str = "login.failure") -> FoundDevice:
+def find_device(credential: Any, *, failure_event: str = "login.failure",
+                client_id: str | None = None) -> FoundDevice:
     if not isinstance(credential, Mapping):
         raise InvalidRequest("credential must be a PublicKeyCredential object")
     try:
         credential_id = webauthn.credential_id_from(credential)
     except webauthn.WebAuthnError as exc:
         raise InvalidRequest(exc.description) from None
-    found = current_db().execute(_DEVICE_BY_CREDENTIAL, {"credential_id": credential_id,
-                                                          "address": client_address_key()}).first()
+    found = current_db().execute(_DEVICE_BY_CREDENTIAL, {"credential_id": credential_id, "address": client_address_key(),
+                                                          "client_id": client_id}).first()
     if found is None:
         audit.record(current_db(), failure_event, reason="unknown_credential")
         g.commit_despite_error = True
@@ -80,10 +83,12 @@ def find_device(credential: Any, *, failure_event: str = "login.failure") -> Fou
 
 _LOCKOUT = CredentialLockout.__table__.c
 _DEVICE_BY_CREDENTIAL = (
-    select(DeviceCertificate, Account, _LOCKOUT.failed_attempts, _LOCKOUT.locked_until)
+    select(DeviceCertificate, Account, _LOCKOUT.failed_attempts, _LOCKOUT.locked_until, Consent)
     .join(Account, Account.id == DeviceCertificate.account_id)
     .outerjoin(CredentialLockout, and_(_LOCKOUT.device_serial == DeviceCertificate.serial,
                                        _LOCKOUT.address == bindparam("address")))
+    .outerjoin(Consent, and_(Consent.account_id == DeviceCertificate.account_id,
+                             Consent.client_id == bindparam("client_id")))
     .where(DeviceCertificate.credential_id == bindparam("credential_id"))
     .with_for_update(of=DeviceCertificate))
 

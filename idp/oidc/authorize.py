@@ -45,7 +45,7 @@ from idp.oidc.server import AUTHORIZATION_CODE_BYTES, AuthorizedUser, query_clie
 from idp.oidc.session import current_db
 from idp.privacy import contains_individual_number
 from idp.policy import ACR_ORDER, acr_rank
-from idp.storage.models import AuthorizationTransaction, SessionClient, utcnow
+from idp.storage.models import AuthorizationTransaction, Consent, SessionClient, utcnow
 from idp.storage.rows import insert_row
 from idp.web import browser
 
@@ -363,11 +363,11 @@ def purpose_for(params: Mapping[str, Any], client: RegisteredClient) -> str:
     return params.get("purpose") or client.metadata.get("purpose") or ""
 
 
-def consent_answers(account_id: str, params: Mapping[str, Any], client: RegisteredClient,
+def consent_answers(consent: Consent | None, params: Mapping[str, Any], client: RegisteredClient,
                     claims_request: Mapping[str, Any] | None) -> bool:
+    """Whether the account's remembered ``consent`` for this client covers this request."""
     release = release_for(params, client, claims_request)
-    return consent_covers(find_consent(current_db(), account_id, client.client_id),
-                          claims=release.all, scopes=consented_scopes(params),
+    return consent_covers(consent, claims=release.all, scopes=consented_scopes(params),
                           purpose=purpose_for(params, client), policy_version=services().policy.version)
 
 
@@ -481,7 +481,9 @@ def handle() -> Response:
         return exc.response()
     if session_satisfies(c, session):
         assert session is not None
-        if "consent" not in c.prompts and consent_answers(session.account_id, c.params, c.client, c.claims_request):
+        if "consent" not in c.prompts and consent_answers(
+                find_consent(current_db(), session.account_id, c.client.client_id), c.params, c.client,
+                c.claims_request):
             return issue_code(c, authorized_user(session, c), session)
         if "none" in c.prompts:
             return error_redirect(c.redirect_uri, "consent_required", "consent is needed", c.params.get("state"))

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 from flask.typing import ResponseReturnValue
 
 from idp import audit
-from idp.consent import grant_consent
+from idp.consent import find_consent, grant_consent
 from idp.context import services
 from idp.errors import AccessDenied, ProtocolError, UnsafeAuthorizationRequest
 from idp.oidc import claims as claims_mod
@@ -36,7 +36,7 @@ from idp.oidc.authorize import (
 from idp.oidc.server import AuthorizedUser
 from idp.oidc.session import current_db
 from idp.policy import acr_rank
-from idp.storage.models import Account, AuthorizationTransaction
+from idp.storage.models import Account, AuthorizationTransaction, Consent
 from idp.storage.single_use import compare_and_set
 from idp.web import assurance, browser, i18n
 from idp.web.transactions import load_transaction
@@ -115,10 +115,11 @@ def _finish(txn: AuthorizationTransaction, session: browser.SessionView, checked
     return issue_code(checked, user, session)
 
 
-def remembered_answer(txn: AuthorizationTransaction, session: browser.SessionView) -> str | None:
+def remembered_answer(txn: AuthorizationTransaction, session: browser.SessionView, consent: Consent | None) -> str | None:
     """Where the browser goes right after its signature when no page is needed: the service's
     redirect URI with the code, when a remembered consent covers this request and the
-    sign-in reached the category's ``acr``. Anything else (a new consent, ``prompt=consent``,
+    sign-in reached the category's ``acr`` (``consent``: the account's, read with its device).
+    Anything else (a new consent, ``prompt=consent``,
     a refusal to explain) returns None, and the consent page takes over as before.
 
     The caller holds the transaction (its challenge was taken in a compare-and-set), so it
@@ -132,7 +133,7 @@ def remembered_answer(txn: AuthorizationTransaction, session: browser.SessionVie
         required = services().policy[checked.client.category].acr
         if acr_rank(txn.acr) < acr_rank(required) or "consent" in checked.prompts:
             return None
-        if not consent_answers(txn.account_id, checked.params, checked.client, checked.claims_request):
+        if not consent_answers(consent, checked.params, checked.client, checked.claims_request):
             return None
     txn.state = "completed"
     return _finish(txn, session, checked, answered=True).location
@@ -153,8 +154,8 @@ def consent_page() -> ResponseReturnValue:
     refused = assurance.refusal(txn, client, checked.redirect_uri, checked.params.get("state"))
     if refused is not None:
         return refused
-    if "consent" not in checked.prompts and consent_answers(txn.account_id, checked.params, client,
-                                                            checked.claims_request):
+    remembered = find_consent(current_db(), txn.account_id, client.client_id)
+    if "consent" not in checked.prompts and consent_answers(remembered, checked.params, client, checked.claims_request):
         return _finish(txn, session, checked)
     release = release_for(checked.params, client, checked.claims_request)
     account = current_db().get(Account, txn.account_id)

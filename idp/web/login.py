@@ -271,7 +271,7 @@ def assertion() -> ResponseReturnValue:
         raise TransactionError(f"this transaction is {txn.state}; its challenge cannot be used again")
     credential = body.get("credential")
     try:
-        found = find_device(credential)
+        found = find_device(credential, client_id=txn.client_id)
         result = verify_device_assertion(found, credential, challenge=txn.challenge,
                                          expected_state="active", event="login.success")
     except ProtocolError as exc:
@@ -288,7 +288,8 @@ def assertion() -> ResponseReturnValue:
     # The signature came from this browser: its session starts, and when nothing needs the
     # person any more (a remembered consent), the answer goes to the service at once.
     session = _start_session(txn, cross_device=False)
-    answered = consent.remembered_answer(txn, browser.SessionView(session, found.account)) if session else None
+    answered = consent.remembered_answer(txn, browser.SessionView(session, found.account), found.consent) \
+        if session else None
     return jsonify({"status": "authenticated", "next": answered or _consent_url(txn)})
 
 
