@@ -5,6 +5,8 @@ and names what leaked without printing it again."""
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -122,3 +124,25 @@ def test_what_the_suite_records_is_what_a_scan_finds(idp) -> None:
             (6, "JPKI serial")} <= kinds
     assert not {kind for line, kind in kinds if line == 7}
 
+
+
+def test_in_process_records_are_what_idp_serve_would_write(idp) -> None:
+    """The IdP's records from INFO, the libraries' from WARNING: authlib's debug line
+    "Issue token …" (shown by a test that turns the root logger to DEBUG) is no server log."""
+    assert log_scan.PLUGIN is not None and log_scan.PLUGIN.logs
+    in_process = log_scan.PLUGIN.logs[0]
+    marks = {name: f"mark-{name}-{secrets.token_hex(6)}" for name in ("library-debug", "library-warning", "idp-info")}
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        logging.getLogger("authlib.oauth2").debug("%s", marks["library-debug"])
+        logging.getLogger("authlib.oauth2").warning("%s", marks["library-warning"])
+        logging.getLogger("idp.oidc").info("%s", marks["idp-info"])
+    finally:
+        root.setLevel(level)
+    written = in_process.read_text(encoding="utf-8")
+    assert marks["library-debug"] not in written
+    assert marks["library-warning"] in written and marks["idp-info"] in written
+    line = next(line for line in written.splitlines() if marks["idp-info"] in line)
+    assert json.loads(line)["test"].startswith("tests/test_log_scan.py::test_in_process_records")

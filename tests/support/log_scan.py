@@ -27,6 +27,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import re
 import threading
 import unicodedata
@@ -50,6 +51,10 @@ SECRET_MEMBERS = frozenset({
 BEARER_SCHEMES = ("Bearer ", "DPoP ")  # RFC 6750 §2.1, RFC 9449 §7.1
 # The IdP's side of an in-process test: its own loggers and the libraries it serves with.
 SERVER_LOGGERS = ("idp", "werkzeug", "gunicorn", "authlib", "joserfc", "webauthn", "alembic", "sqlalchemy")
+# `idp serve` (idp.ops.logs.configure) writes the IdP's records from INFO and the libraries'
+# from WARNING; a library's debug record never reaches a server's log (authlib's debug line
+# "Issue token …" holds the token: a test that turns the root logger to DEBUG sees it).
+LIBRARY_LEVEL = logging.WARNING
 MIN_LENGTH = 5  # shorter values would match by chance
 TWELVE_DIGITS = re.compile(r"(?<![0-9A-Za-z])\d{12}(?![0-9A-Za-z])")
 WORKER_KEY = "log_scan_findings"
@@ -61,9 +66,28 @@ class Finding:
     file: str
     line: int
     hint: str  # the first characters only: the report must not leak the value again
+    test: str = ""  # the test that was running, for in-process records
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.kind} ({self.hint}…)"
+        during = f" during {self.test}" if self.test else ""
+        return f"{self.file}:{self.line}: {self.kind} ({self.hint}…){during}"
+
+
+class _ServerRecords(logging.Filter):
+    """What `idp serve` would write, marked with the test that was running."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.name == "idp" or record.name.startswith("idp.")) and record.levelno < LIBRARY_LEVEL:
+            return False
+        record.test = os.environ.get("PYTEST_CURRENT_TEST", "")
+        return True
+
+
+class _TestMarkingFormatter(JsonFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = json.loads(super().format(record))
+        entry["test"] = getattr(record, "test", "")
+        return json.dumps(entry, ensure_ascii=False)
 
 
 class Secrets:
@@ -188,7 +212,8 @@ class LogScan:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "in-process.log"
         handler = logging.FileHandler(path, encoding="utf-8", delay=False)
-        handler.setFormatter(JsonFormatter("in-process"))
+        handler.setFormatter(_TestMarkingFormatter("in-process"))
+        handler.addFilter(_ServerRecords())
         for name in SERVER_LOGGERS:
             logging.getLogger(name).addHandler(handler)
         logging.getLogger("idp").setLevel(logging.INFO)  # what `idp serve` logs (idp.ops.logs.configure)
@@ -221,16 +246,23 @@ def scan_text(text: str, name: str, secrets: Iterable[tuple[str, str]]) -> list[
     found: list[Finding] = []
     secrets = list(secrets)
     for number, line in enumerate(text.splitlines(), start=1):
-        for value, kind in secrets:
-            if value in line:
-                found.append(Finding(kind, name, number, value[:4]))
-        normal = unicodedata.normalize("NFKC", line)
-        twelve = TWELVE_DIGITS.search(normal)
+        hits = [(kind, value[:4]) for value, kind in secrets if value in line]
+        twelve = TWELVE_DIGITS.search(unicodedata.normalize("NFKC", line))
         if twelve:
-            found.append(Finding("12-digit number", name, number, twelve.group(0)[:4]))
+            hits.append(("12-digit number", twelve.group(0)[:4]))
         elif contains_individual_number(line):
-            found.append(Finding("individual number", name, number, "…"))
+            hits.append(("individual number", ""))
+        test = _test_of(line) if hits else ""
+        found += [Finding(kind, name, number, hint, test) for kind, hint in hits]
     return found
+
+
+def _test_of(line: str) -> str:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return ""
+    return str(entry.get("test", "")) if isinstance(entry, dict) else ""
 
 
 PLUGIN: LogScan | None = None
