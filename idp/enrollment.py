@@ -138,7 +138,13 @@ def finish() -> ResponseReturnValue:
     if session.scalars(select(DeviceCertificate.serial).where(
             DeviceCertificate.credential_id == registered.credential_id)).first():
         raise EnrollmentRefused("this device key is already enrolled", error="already_enrolled")
-    account, binding, how = _account_for(verified, body.get("renewal"), enrollment.challenge)
+    try:
+        account, binding, how = _account_for(verified, body.get("renewal"), enrollment.challenge)
+    except ProtocolError:
+        # A refused renewal co-signature is committed for its failure count: the enrolment
+        # must stay open with it, never "finished" without a certificate.
+        enrollment.state = "begun"
+        raise
     device = lifecycle.issue(session, ca=svc.ca, settings=svc.settings, account_id=account.id,
                              credential=registered, user_handle=enrollment.user_handle,
                              jpki_not_after=verified.not_after, jpki_binding_id=binding.id)

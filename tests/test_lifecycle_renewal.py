@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from idp.storage.models import Account, JpkiBinding, JpkiLink
+from idp.storage.models import Account, Enrollment, JpkiBinding, JpkiLink
 from tests.support.lifecycle import (
     audit_count,
     card,
@@ -111,6 +111,27 @@ def test_bad_co_signature_is_refused_not_turned_into_a_new_account(idp):
             wallet.finish(start, renewed, wallet.new_authenticator(), tamper={"body": {"renewal": bad}})
         assert refused.value.status == 400 and refused.value.error == "invalid_request"
     assert _count(idp, Account) == accounts
+
+
+def test_a_refused_co_signature_leaves_the_enrolment_open_for_a_good_one(idp):
+    """The refusal is kept (the device's failure count), but the enrolment is not spent: it
+    is never "finished" without a certificate, and the right co-signature then succeeds."""
+    phone = idp.wallet().enroll(card(idp))
+    renewed = card(idp)
+    wallet = idp.wallet()
+    authenticator = wallet.new_authenticator()
+    start = wallet.begin()
+    forged = cosign(phone, start.public_key["challenge"])
+    forged["response"]["signature"] = cosign(phone, "AAAA")["response"]["signature"]
+    with pytest.raises(WalletError) as refused:
+        wallet.finish(start, renewed, authenticator, tamper={"body": {"renewal": {"credential": forged}}})
+    assert refused.value.error == "bad_signature"
+    with idp.services().db.transaction() as session:
+        enrollment = session.get(Enrollment, start.enrollment_id)
+        assert enrollment.state == "begun" and enrollment.device_serial is None
+    good = {"body": {"renewal": {"credential": cosign(phone, start.public_key["challenge"])}}}
+    finished = wallet.finish(start, renewed, authenticator, tamper=good)
+    assert finished.raw["account_status"] == "existing"
 
 
 def test_suspended_device_cannot_co_sign(idp, monkeypatch):
