@@ -20,6 +20,13 @@ TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "idp.co
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
+def _wait_for_line(log: Path, text: str) -> None:
+    deadline = time.monotonic() + 10
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, f"{text} never logged in {log}"
+        time.sleep(0.1)
+
+
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx): deploy/ example not run")
 def test_login_through_nginx_round_robin(tmp_path, jpki_ca):
     port = free_port()
@@ -56,7 +63,7 @@ def test_login_through_nginx_round_robin(tmp_path, jpki_ca):
             logout = requests.get(client.logout_url(id_token_hint=result.id_token), timeout=10,
                                   allow_redirects=False)  # the ID token travels in the query
             assert logout.status_code < 500
-            assert "/logout" in (prefix / "access.log").read_text()  # logged, without its query
+            _wait_for_line(prefix / "access.log", "/logout")  # logged (after answering), without its query
         finally:
             nginx.terminate()
             nginx.wait(10)
