@@ -35,7 +35,7 @@ import login_flow as lf  # noqa: E402  (sets up sys.path for --source, the check
 from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
-from idp import create_app  # noqa: E402
+from idp import audit, create_app  # noqa: E402
 from idp.context import initialise  # noqa: E402
 from idp.proofing.demo_card import TestJpkiCA  # noqa: E402
 from idp.settings import Settings  # noqa: E402
@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             if profiler is not None:
                 profiler.dump_stats(str(args.cprofile))
                 lf.log(f"cProfile written to {args.cprofile} (python -m pstats {args.cprofile})")
+            audit.anchorer.flush()  # the audit head anchor, while its database and keys folder still exist
             meter.app.extensions["idp"].db.dispose()
     finally:
         server.shutdown()
