@@ -64,6 +64,14 @@ def digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
+def new_client_id() -> str:
+    """144 random bits in base64url, never starting with "-": operators pass client ids to
+    ``idp clients …``, where a leading dash would read as an option."""
+    while (value := secrets.token_urlsafe(18)).startswith("-"):
+        continue
+    return value
+
+
 @dataclass
 class RegisteredClient(ClientMixin):
     """authlib's view of a client; metadata is the validated registration document."""
@@ -351,7 +359,7 @@ def _check_sector_identifier_uri(uri: Any, redirect_uris: list[str], allow_http_
 
 def create_client(session: Session, meta: dict[str, Any]) -> tuple[Client, dict[str, str]]:
     """Store a validated client; returns the row and the one-time secrets to hand back."""
-    client_id = secrets.token_urlsafe(18)
+    client_id = new_client_id()
     issued: dict[str, str] = {"registration_access_token": secrets.token_urlsafe(32)}
     secret_hash = None
     if meta["token_endpoint_auth_method"] in ("client_secret_basic", "client_secret_post"):
