@@ -182,8 +182,6 @@ def test_native_private_use_redirect_has_a_sector_of_its_own() -> None:
 
 def test_client_ids_never_start_with_a_dash(monkeypatch) -> None:
     """An operator passes client ids to `idp clients show|disable`: a leading dash would read as an option."""
-    from idp.clients import registry
-
     drawn = iter(["-starts-with-a-dash", "_fine-AAAAAAAAAAAAAAAAAAAAAAA"])
     monkeypatch.setattr(registry.secrets, "token_urlsafe", lambda n: next(drawn))
     assert registry.new_client_id() == "_fine-AAAAAAAAAAAAAAAAAAAAAAA"
