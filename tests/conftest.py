@@ -28,6 +28,7 @@ from idp.context import initialise
 from idp.proofing.demo_card import TestCard, TestJpkiCA
 from idp.settings import Settings
 from tests.support import log_scan
+from tests.support.balancer import Deployment, two_instances
 from tests.support.people import People
 from tests.support.rp_host import RpHost
 from tests.support.server import ServedIdP, serve_idp
@@ -134,6 +135,32 @@ def served_idp(tmp_path_factory: pytest.TempPathFactory, jpki_ca: TestJpkiCA) ->
     """A real ``idp serve --workers 2`` subprocess (gunicorn) for parallel-request tests."""
     with serve_idp(tmp_path_factory.mktemp("served"), jpki_ca) as server:
         yield server
+
+
+@pytest.fixture(scope="module", params=["one-instance", "two-instances"])
+def spread_deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                      jpki_ca: TestJpkiCA) -> Iterator[ServedIdP | Deployment]:
+    """Each test of the module twice: on one ``idp serve``, and with its requests (parallel
+    ones included) spread by a round-robin balancer over two instances of one deployment."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "one-instance":
+        with serve_idp(tmp, jpki_ca) as server:
+            yield server
+    else:
+        with two_instances(tmp, jpki_ca) as running:
+            yield running
+
+
+@pytest.fixture
+def spread_idp(spread_deployment: ServedIdP | Deployment) -> Iterator[ServedIdP]:
+    """The server a test of :func:`spread_deployment` talks to; behind the balancer, the
+    test's requests must have reached both instances."""
+    if isinstance(spread_deployment, ServedIdP):
+        yield spread_deployment
+        return
+    mark = len(spread_deployment.balancer.paths)
+    yield spread_deployment.front
+    assert spread_deployment.served_by(mark) == {instance.port for instance in spread_deployment.instances}
 
 
 @pytest.fixture(scope="module")

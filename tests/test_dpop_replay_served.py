@@ -1,13 +1,15 @@
-"""A DPoP proof is single use across worker processes (RFC 9449 §11.1), against a real
-multi-worker ``idp serve`` on this run's database (SQLite file or PostgreSQL).
+"""A DPoP proof is single use across worker processes and instances (RFC 9449 §11.1),
+against a real multi-worker ``idp serve`` on this run's database (SQLite file or
+PostgreSQL), and again with the requests spread over two instances of one deployment.
 
 Twenty simultaneous UserInfo requests carry one proof: exactly one is answered, the others
 are refused as replays. The server nonce in that proof was issued by whichever worker
-answered before, so nonces are shown to be shared by the workers too.
+(or instance) answered before, so nonces are shown to be shared by them too.
 """
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from tests.support.dpop import send
@@ -15,6 +17,11 @@ from tests.support.rp import RelyingParty, browser_login
 from tests.support.server import ServedIdP, parallel, statuses
 
 N = 20
+
+
+@pytest.fixture
+def served_idp(spread_idp: ServedIdP) -> ServedIdP:
+    return spread_idp
 
 
 def test_twenty_parallel_uses_of_one_proof_exactly_one_success(served_idp: ServedIdP) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
@@ -24,43 +23,24 @@ from sqlalchemy import select
 
 from idp.storage.models import DeviceCertificate
 from tests.support.authenticator import b64url_decode
-from tests.support.balancer import Deployment, two_instances
+from tests.support.balancer import Deployment
 from tests.support.core import txn_of
 from tests.support.rp import RelyingParty, browser_login, login_status, parse_consent_form
-from tests.support.server import ServedIdP, parallel, serve_idp, statuses
+from tests.support.server import ServedIdP, parallel, statuses
 from tests.support.wallet import Enrolled, Wallet
 
 N = 20
 TIMEOUT = 60
 
 
-@pytest.fixture(scope="module", params=["one-instance", "two-instances"])
-def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-               jpki_ca) -> Iterator[ServedIdP | Deployment]:
-    tmp = tmp_path_factory.mktemp(request.param)
-    if request.param == "one-instance":
-        with serve_idp(tmp, jpki_ca) as server:
-            yield server
-    else:
-        with two_instances(tmp, jpki_ca) as running:
-            yield running
-
-
 @pytest.fixture
-def served_idp(deployment: ServedIdP | Deployment) -> Iterator[ServedIdP]:
-    """The server the test talks to; behind the balancer, the test's requests must have
-    reached both instances."""
-    if isinstance(deployment, ServedIdP):
-        yield deployment
-        return
-    mark = len(deployment.balancer.paths)
-    yield deployment.front
-    assert deployment.served_by(mark) == {instance.port for instance in deployment.instances}
+def served_idp(spread_idp: ServedIdP) -> ServedIdP:
+    return spread_idp
 
 
 @pytest.fixture(scope="module")
-def person(deployment: ServedIdP | Deployment) -> tuple[Wallet, Enrolled]:
-    server = deployment if isinstance(deployment, ServedIdP) else deployment.front
+def person(spread_deployment: ServedIdP | Deployment) -> tuple[Wallet, Enrolled]:
+    server = spread_deployment if isinstance(spread_deployment, ServedIdP) else spread_deployment.front
     wallet = server.wallet()
     return wallet, wallet.enroll(server.card())
 
