@@ -38,6 +38,7 @@ from idp.device import webauthn
 from idp.device.assertions import find_device, verify_device_assertion
 from idp.errors import InvalidRequest, NotFound, ProtocolError
 from idp.oidc.session import current_db
+from idp.ops import metrics
 from idp.proofing.jpki import JpkiError, VerifiedJpki, binding_message, verify_binding_signature
 from idp.privacy import contains_individual_number
 from idp.proofing.linkage import serial_digest
@@ -133,6 +134,7 @@ def finish() -> ResponseReturnValue:
     if enrollment.state != "begun" or not compare_and_set(
             current_db(), Enrollment, Enrollment.id == enrollment.id, Enrollment.state == "begun", state="finished"):
         device, how = _finished_before(enrollment, registered, verified)
+        metrics.step_repeated()
         return _finish_answer(enrollment, device, registered, how)
     session = current_db()
     if session.scalars(select(DeviceCertificate.serial).where(

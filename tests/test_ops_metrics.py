@@ -72,6 +72,18 @@ def test_one_login_moves_each_counter_by_exactly_one(server):
         value(after, "idp_logins_total", outcome="success", reason="")
 
 
+def test_a_retried_enrolment_finish_counts_as_repeated_not_as_a_second_success(server):
+    wallet = server.wallet()
+    body = wallet.finish_body(wallet.begin(), card(server), wallet.new_authenticator())
+    before = scrape(server)
+    assert wallet.post("/enroll/finish", body).status_code == 201
+    assert wallet.post("/enroll/finish", body).status_code == 201
+    after = scrape(server)
+    for outcome in ("success", "repeated"):
+        assert value(after, "idp_enrolments_total", step="finish", outcome=outcome, reason="") - \
+            value(before, "idp_enrolments_total", step="finish", outcome=outcome, reason="") == 1
+
+
 def test_metrics_are_hidden_from_other_clients_without_the_token(server):
     url = server.base_url + "/metrics"
     assert requests.get(url, headers=REMOTE, timeout=10).status_code == 404

@@ -53,11 +53,18 @@ LOGIN_ENDPOINTS = frozenset({"login.assertion", "account.login_assertion"})
 ENROLMENT_ENDPOINTS = {"enroll.finish": "finish", "enroll.activate": "activate"}
 KNOWN_GRANTS = frozenset({"authorization_code", "refresh_token", "client_credentials"})
 _CATEGORY_KEY = "_metrics_token_category"
+_REPEATED_KEY = "_metrics_step_repeated"
 
 
 def token_issued(category: str) -> None:
     """Called where a token is saved; counted only once the response succeeds."""
     g.setdefault(_CATEGORY_KEY, category)
+
+
+def step_repeated() -> None:
+    """A retried enrolment step answered as the first time (a lost ``/enroll/finish``
+    answer fetched again): counted as ``repeated``, so ``success`` stays one per certificate."""
+    g.setdefault(_REPEATED_KEY, True)
 
 
 def audit_event(event_name: str) -> None:
@@ -87,8 +94,8 @@ def _count(response: Response) -> None:
     if endpoint in LOGIN_ENDPOINTS:
         LOGINS.labels("success" if ok else "failure", "" if ok else _error_code(response)).inc()
     elif endpoint in ENROLMENT_ENDPOINTS:
-        ENROLMENTS.labels(ENROLMENT_ENDPOINTS[endpoint], "success" if ok else "failure",
-                          "" if ok else _error_code(response)).inc()
+        outcome = ("repeated" if g.get(_REPEATED_KEY) else "success") if ok else "failure"
+        ENROLMENTS.labels(ENROLMENT_ENDPOINTS[endpoint], outcome, "" if ok else _error_code(response)).inc()
     elif endpoint == "oidc.token" and ok and _CATEGORY_KEY in g:
         grant = request.form.get("grant_type", "")
         TOKENS.labels(grant if grant in KNOWN_GRANTS else "other", g.get(_CATEGORY_KEY)).inc()
