@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.support import log_scan
 from tests.support.lifecycle import card, login, rp
@@ -146,3 +147,15 @@ def test_in_process_records_are_what_idp_serve_would_write(idp) -> None:
     assert marks["library-warning"] in written and marks["idp-info"] in written
     line = next(line for line in written.splitlines() if marks["idp-info"] in line)
     assert json.loads(line)["test"].startswith("tests/test_log_scan.py::test_in_process_records")
+
+
+def test_short_garbage_a_test_sends_is_not_taken_for_a_secret() -> None:
+    recorded = log_scan.Secrets()
+    recorded.record_request(requests.Request("GET", "http://127.0.0.1:9/userinfo",
+                                             headers={"Authorization": "Bearer wrong"}).prepare())
+    token = "a" * 12 + "issued-token-value"
+    recorded.record_request(requests.Request("GET", "http://127.0.0.1:9/userinfo",
+                                             headers={"Authorization": f"DPoP {token}"}).prepare())
+    assert {value for value, _ in recorded.items()} >= {token}
+    assert "wrong" not in {value for value, _ in recorded.items()}
+    assert not log_scan.scan_text('{"message": "wrong_key refused"}', "x.log", recorded.items())

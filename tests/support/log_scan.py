@@ -55,7 +55,8 @@ SERVER_LOGGERS = ("idp", "werkzeug", "gunicorn", "authlib", "joserfc", "webauthn
 # from WARNING; a library's debug record never reaches a server's log (authlib's debug line
 # "Issue token …" holds the token: a test that turns the root logger to DEBUG sees it).
 LIBRARY_LEVEL = logging.WARNING
-MIN_LENGTH = 5  # shorter values would match by chance
+MIN_LENGTH = 5  # shorter personal values would match by chance
+TOKEN_MIN_LENGTH = 16  # every credential the IdP issues is longer; "Bearer wrong" in a test is no secret
 TWELVE_DIGITS = re.compile(r"(?<![0-9A-Za-z])\d{12}(?![0-9A-Za-z])")
 WORKER_KEY = "log_scan_findings"
 
@@ -97,8 +98,8 @@ class Secrets:
         self._lock = threading.Lock()
         self._values: dict[str, str] = {}
 
-    def add(self, kind: str, value: Any) -> None:
-        if not isinstance(value, str) or len(value) < MIN_LENGTH:
+    def add(self, kind: str, value: Any, min_length: int = MIN_LENGTH) -> None:
+        if not isinstance(value, str) or len(value) < min_length:
             return
         with self._lock:
             for variant in _encodings(value):
@@ -115,7 +116,7 @@ class Secrets:
             authorization = authorization.decode("latin-1")
         for scheme in BEARER_SCHEMES:
             if authorization.startswith(scheme):
-                self.add("bearer token", authorization[len(scheme):].strip())
+                self.add("bearer token", authorization[len(scheme):].strip(), TOKEN_MIN_LENGTH)
 
     def record_response(self, response: requests.Response) -> None:
         """Tokens, codes and secrets in a JSON answer or a redirect's URL."""
@@ -124,7 +125,7 @@ class Secrets:
             split = urlsplit(location)
             for name, value in [*parse_qsl(split.query), *parse_qsl(split.fragment)]:
                 if name in SECRET_MEMBERS:
-                    self.add(name, value)
+                    self.add(name, value, TOKEN_MIN_LENGTH)
         if "json" in response.headers.get("Content-Type", "") and len(response.content) < 1_000_000:
             try:
                 self._record_json(response.json())
@@ -135,9 +136,9 @@ class Secrets:
         if isinstance(value, dict):
             for key, member in value.items():
                 if key in SECRET_MEMBERS and isinstance(member, str):
-                    self.add(key, member)
+                    self.add(key, member, TOKEN_MIN_LENGTH)
                     if key in ("id_token", "access_token") and member.count(".") == 2:
-                        self.add(f"{key} claims", member.split(".")[1])  # the claims part alone
+                        self.add(f"{key} claims", member.split(".")[1], TOKEN_MIN_LENGTH)  # the claims part alone
                 else:
                     self._record_json(member)
         elif isinstance(value, list):
