@@ -73,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from idp import create_app
     from idp.keystore import KeyStoreError
     from idp.ops import logs
+    from idp.web import i18n
 
     try:  # outside development nothing is created here: only the schema may be new, old key files imported
         initialise(settings, create_keys=settings.development)
@@ -108,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         def load(self):  # type: ignore[no-untyped-def]
             return app
 
+    i18n.warm_up(app)  # before the fork: the workers share compiled templates and locale data
     logs.access.getChild("serve").info("serving %s on http://%s:%s with %d workers", settings.issuer, args.host,
                                        args.port, workers)
     Server().run()

@@ -194,3 +194,18 @@ def test_consent_works_without_javascript_and_remember_is_optional(idp: RunningI
     html = get(urljoin(idp.base_url, location), browser).text
     assert "18歳以上" in html and "はい" in html and "交通事業者" in html
     assert "<script" not in html.split("</main>")[0].split("<main")[1]  # the form needs no script
+
+
+def test_warm_up_leaves_no_page_to_compile(idp: RunningIdP, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`idp serve` warms up before forking: afterwards no page template is compiled again
+    (a worker's first pages would otherwise each pay for it)."""
+    i18n.warm_up(idp.app)
+
+    def no_compile(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a template was compiled after the warm-up")
+
+    monkeypatch.setattr(idp.app.jinja_env, "compile", no_compile)
+    names = idp.app.jinja_env.list_templates(filter_func=lambda name: name.endswith(".html"))
+    assert "login.html" in names and "consent.html" in names
+    for name in names:
+        idp.app.jinja_env.get_template(name)

@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, g, render_template, request
-from flask_babel import Babel, format_date, format_datetime, get_locale, get_translations, gettext, lazy_gettext
+from flask_babel import (Babel, force_locale, format_date, format_datetime, get_locale, get_translations, gettext,
+                         lazy_gettext)
 
 from idp.context import services
 
@@ -372,6 +373,20 @@ def _translations() -> Any:
     if translations is None:
         translations = g.translations = get_translations()
     return translations
+
+
+def warm_up(app: Flask) -> None:
+    """Load each language's catalogue and date formats, and compile every page template,
+    once: ``idp serve`` calls this in the arbiter before it forks, so the workers share the
+    result instead of each paying for it on its first pages (tens of milliseconds a page)."""
+    for name in app.jinja_env.list_templates(filter_func=lambda name: name.endswith(".html")):
+        app.jinja_env.get_template(name)
+    with app.test_request_context():
+        for locale in LOCALES:
+            with force_locale(locale):
+                gettext("Yes")
+                format_day(date(2000, 1, 1))
+                format_moment(datetime(2000, 1, 1, tzinfo=timezone.utc))
 
 
 def init_app(app: Flask) -> None:
