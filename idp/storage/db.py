@@ -161,5 +161,7 @@ def _make_engine(url: str) -> Engine:
                         "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"}
     # Sized to a worker: `idp serve` runs 4 request threads per process, each holding one
     # connection for its request; the overflow covers background work (back-channel logout).
-    return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, pool_timeout=POOL_TIMEOUT,
-                         connect_args=connect_args)
+    # No ping before each checkout (a round trip per request): a connection the server closed
+    # (restart, failover) fails its request with a 503, and that disconnect invalidates every
+    # pooled connection at once, so the next requests reconnect.
+    return create_engine(url, pool_size=4, max_overflow=4, pool_timeout=POOL_TIMEOUT, connect_args=connect_args)
