@@ -9,7 +9,9 @@ lock.
   late; the request has already written (its backend has a transaction id) when it
   blocks there. The killed worker's backend is gone before the tables are checked.
 - SQLite: ``BEGIN IMMEDIATE`` on the database file; the request has read and checked
-  everything and waits for the write lock of its transaction.
+  everything and waits for the write lock of its transaction. :func:`stop_inside_write`
+  goes further: it lets the request take the write lock and stops its worker inside the
+  write transaction, for a kill between its first write and the end of its commit.
 
     with database_held(server, table="tokens") as lock:
         request = InFlight.send(server, prepared)
@@ -38,6 +40,7 @@ import requests
 from tests.support.server import ServedIdP
 
 BLOCK_TIMEOUT = 10.0  # below the server's 15 s statement and 10 s SQLite busy timeouts
+PROBE_INTERVAL = 0.0005  # s between write-lock probes: the lock is free 99 % of the time
 
 
 def _children(pid: int) -> list[int]:
@@ -164,7 +167,8 @@ class SqliteLock:
     SETTLE = 1.0  # a request needs a few ms; unanswered after this, it waits for the write lock
 
     def __init__(self, server: ServedIdP) -> None:
-        self.connection = sqlite3.connect(server.database_url.split("///", 1)[1], isolation_level=None)
+        self.connection: sqlite3.Connection | None = sqlite3.connect(
+            server.database_url.split("///", 1)[1], isolation_level=None)
         self.connection.execute("BEGIN IMMEDIATE")
 
     def wait_blocked(self, flight: InFlight) -> None:
@@ -173,11 +177,48 @@ class SqliteLock:
         assert not flight.done.is_set(), f"the request ended unblocked: {flight.outcome!r}"
 
     def release(self) -> None:
-        self.connection.rollback()
-        self.connection.close()
+        if self.connection is not None:
+            self.connection.rollback()
+            self.connection.close()
+            self.connection = None
 
     def wait_gone(self) -> None:
         """Nothing to wait for: a killed SQLite writer holds no lock."""
+
+
+def _write_locked(probe: sqlite3.Connection) -> bool:
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:  # "database is locked": a writer is inside its transaction
+        return True
+    probe.execute("ROLLBACK")
+    return False
+
+
+def stop_inside_write(server: ServedIdP, flight: InFlight, lock: SqliteLock) -> int | None:
+    """SQLite: release ``lock`` (the request's worker waits for it) and SIGSTOP that worker
+    while it holds the write lock, i.e. inside its write transaction, after its first write
+    and before its commit has ended. The worker's pid, or None if the request ended first.
+
+    The probe takes the write lock for microseconds every ``PROBE_INTERVAL``, so the
+    worker's busy handler gets it almost at once; confirmed again once the worker is
+    stopped (it may have committed meanwhile: then it is let go and None returned).
+    """
+    pid = flight.handler()
+    probe = sqlite3.connect(server.database_url.split("///", 1)[1], isolation_level=None, timeout=0)
+    try:
+        lock.release()
+        deadline = time.monotonic() + BLOCK_TIMEOUT
+        while time.monotonic() < deadline and not flight.done.is_set():
+            if _write_locked(probe):
+                os.kill(pid, signal.SIGSTOP)
+                if _write_locked(probe):
+                    return pid
+                os.kill(pid, signal.SIGCONT)
+            time.sleep(PROBE_INTERVAL)
+        return None
+    finally:
+        probe.close()
 
 
 @contextlib.contextmanager
