@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import http.client
 import json
 import math
 import os
@@ -81,11 +82,15 @@ for _path in dict.fromkeys([str(SOURCE), str(ROOT)]):
     if _path in sys.path:
         sys.path.remove(_path)
 sys.path[:0] = list(dict.fromkeys([str(SOURCE), str(ROOT)]))
+if str(ROOT / "bench") not in sys.path:  # light_http, the driver's transport, is always this checkout's
+    sys.path.append(str(ROOT / "bench"))
 
-import requests  # noqa: E402
+import requests  # noqa: E402  (set-up only: readiness, registration, enrolment)
 from cryptography.hazmat.primitives.serialization import Encoding  # noqa: E402
+from light_http import BenchRP, Browser, JwksCache, Response, page_has_hook  # noqa: E402
 
 from idp.proofing.demo_card import TestJpkiCA  # noqa: E402
+from tests.support.http import body_of  # noqa: E402
 from tests.support.rp import (  # noqa: E402
     AuthorizationError,
     BrowserFlowError,
@@ -93,7 +98,6 @@ from tests.support.rp import (  # noqa: E402
     RelyingParty,
     RPError,
     parse_consent_form,
-    parse_page,
 )
 from tests.support.wallet import Enrolled, Wallet, WalletError  # noqa: E402
 
@@ -463,20 +467,6 @@ class FlowFailed(Exception):
         self.kind = kind
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 connection error, e.g. RemoteDisconnected."""
-    reason: Any = exc
-    for _ in range(5):
-        inner = reason.args[0] if getattr(reason, "args", None) else None
-        nested = getattr(reason, "reason", None) or (inner if isinstance(inner, BaseException) else None)
-        if nested is None and len(getattr(reason, "args", ())) > 1 and isinstance(reason.args[1], BaseException):
-            nested = reason.args[1]
-        if nested is None:
-            break
-        reason = nested
-    return type(reason).__name__
-
-
 def classify(exc: BaseException) -> str:
     """A short, aggregatable name for what went wrong."""
     if isinstance(exc, (WalletError, RPError)):
@@ -489,10 +479,12 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, BrowserFlowError):
         status = f"HTTP {exc.response.status_code} " if exc.response is not None else ""
         return f"{status}{exc}"[:100]
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, TimeoutError):
         return "timeout"
-    if isinstance(exc, requests.ConnectionError):
-        return f"connection error ({_root_cause(exc)})"
+    if isinstance(exc, OSError):  # refused, reset (RemoteDisconnected: closed without a response), ...
+        return f"connection error ({type(exc).__name__})"
+    if isinstance(exc, http.client.HTTPException):  # a response the driver could not read
+        return f"bad response ({type(exc).__name__})"
     return f"{type(exc).__name__}: {exc}"[:100]
 
 
@@ -509,6 +501,7 @@ class Results:
     flows: list[FlowResult] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     attempted: int = 0  # every flow run, warm-up included (for CPU per flow)
+    connections: Counter = field(default_factory=Counter)  # opened, retried (see Client.connection_counts)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ran(self) -> None:
@@ -524,95 +517,107 @@ class Results:
             self.errors[f"{step}: {kind}"] += 1
 
 
+class _Steps:
+    """Wall time per step of one flow (``with steps("token"): …``); ``current`` names the step a
+    failure belongs to."""
+
+    __slots__ = ("times", "current", "_begin")
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self.current = "authorize"
+        self._begin = 0.0
+
+    def __call__(self, name: str) -> _Steps:
+        self.current = name
+        return self
+
+    def __enter__(self) -> None:
+        self._begin = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.times[self.current] = self.times.get(self.current, 0.0) + time.perf_counter() - self._begin
+
+
 class Client:
-    """One client thread: a browser (``requests.Session``), its own RP sessions, and the
-    people it serves in turn. Each person has their own cookie jar in that browser, so with
+    """One client thread: a browser (one keep-alive connection to the IdP, a cookie jar per
+    person), an RP back channel per registered RP (own connection, own pending-state map), and
+    the people it serves in turn. Each person has their own cookie jar, so with
     ``keep_session`` a silent login is that person's own SSO session, never the previous
     person's; without it the jar is emptied before every flow. The pairwise ``sub`` each
     person first gets at each RP is remembered, and every later flow must give the same one.
+    The transport is ``light_http`` (not requests/authlib), which costs the shared CPU far less.
     """
 
-    def __init__(self, base_url: str, rps: dict[str, RelyingParty], people: list[Person], keep_session: bool) -> None:
+    def __init__(self, base_url: str, rps: dict[str, RelyingParty], people: list[Person], keep_session: bool,
+                 jwks: JwksCache | None = None) -> None:
         self.base_url = base_url
-        self.browser = requests.Session()
-        self.wallet = Wallet(base_url, session=self.browser, timeout=REQUEST_TIMEOUT)
-        # one RelyingParty per thread (own HTTP session, own pending-state map) over the same client record
-        self.rps = [
-            RelyingParty(rp.provider, rp.client, session=requests.Session(), scope=rp.scope, timeout=REQUEST_TIMEOUT)
-            for rp in rps.values()
-        ]
-        for rp, shared in zip(self.rps, rps.values()):
-            rp._jwks = shared._jwks  # the JWKS was fetched once during set-up
+        self.browser = Browser(base_url, REQUEST_TIMEOUT)
+        if jwks is None:  # the JWKS the registered RPs fetched during set-up
+            first = next(iter(rps.values()))
+            jwks = JwksCache(first.provider["jwks_uri"], first._jwks, REQUEST_TIMEOUT)
+        self.rps = [BenchRP(rp, jwks, REQUEST_TIMEOUT) for rp in rps.values()]
         self.people = people
         self.keep_session = keep_session
-        self.jars = {person.index: requests.cookies.RequestsCookieJar() for person in people}
+        self.jars = {person.index: self.browser.new_jar() for person in people}
         self.subs: dict[tuple[int, str], str] = {}
         self.count = 0
 
     def close(self) -> None:
         self.browser.close()
         for rp in self.rps:
-            rp.session.close()
+            rp.close()
+
+    def connection_counts(self) -> Counter:
+        """Connections opened, and requests sent again after meeting a stale keep-alive connection."""
+        connections = [self.browser.connection] + [rp.connection for rp in self.rps]
+        return Counter(opened=sum(c.opened for c in connections), retried=sum(c.retried for c in connections))
 
     def run_one(self) -> FlowResult:
         person = self.people[self.count % len(self.people)]
         rp = self.rps[(self.count // len(self.people)) % len(self.rps)]
         self.count += 1
-        self.browser.cookies = self.jars[person.index]
+        browser = self.browser
+        browser.jar = self.jars[person.index]
         if not self.keep_session:
-            self.browser.cookies.clear()
-        steps: dict[str, float] = {}
-        step = "authorize"
-
-        @contextmanager
-        def timed(name: str) -> Iterator[None]:
-            nonlocal step
-            step = name
-            begin = time.perf_counter()
-            yield
-            steps[name] = steps.get(name, 0.0) + time.perf_counter() - begin
-
+            browser.jar.clear()
+        timed = _Steps()
         started = time.perf_counter()
         try:
             kind = "silent"
             with timed("authorize"):
-                url, *_ = rp.authorization_url()
-                url = self._redirect(self.browser.get(url, allow_redirects=False, timeout=REQUEST_TIMEOUT), url)
+                url = rp.authentication_request()
+                url = self._redirect(browser.get(url), url)
             for _ in range(6):
-                path = urlsplit(url).path
                 if not url.startswith(self.base_url):
                     break
+                path = urlsplit(url).path
                 if path == "/login":
                     kind = "login"
                     url = self._login(url, person, timed)
                 elif path == "/consent":
                     with timed("consent"):
-                        response = self.browser.get(url, allow_redirects=False, timeout=REQUEST_TIMEOUT)
+                        response = browser.get(url)
                         target = self._redirect(response, url, allow_page=True)
                     if target is None:
                         kind += "+consent"
                         with timed("consent_post"):
                             form = parse_consent_form(response.text)
-                            posted = self.browser.post(urljoin(url, form.action), data=form.submission("allow"),
-                                                       allow_redirects=False, timeout=REQUEST_TIMEOUT)
-                            target = self._redirect(posted, url)
+                            target = self._redirect(browser.post_form(urljoin(url, form.action),
+                                                                      form.submission("allow")), url)
                     url = target
                 else:
                     with timed(f"other {path}"):
-                        url = self._redirect(self.browser.get(url, allow_redirects=False, timeout=REQUEST_TIMEOUT), url)
+                        url = self._redirect(browser.get(url), url)
             else:
                 raise BrowserFlowError("no redirect to the RP within 6 steps")
             with timed("token"):
                 request, params = rp.parse_callback(url)
-                oauth = rp.oauth_session()
-                token = oauth.fetch_token(
-                    rp.provider["token_endpoint"], grant_type="authorization_code", code=params["code"],
-                    redirect_uri=request.redirect_uri, code_verifier=request.code_verifier, timeout=REQUEST_TIMEOUT,
-                )
+                token = rp.fetch_token(params["code"], request)
             with timed("validate"):
-                result = rp._token_result(dict(token), request)
+                result = rp._token_result(token, request)
             with timed("userinfo"):
-                claims = rp.userinfo(result.access_token)
+                claims = rp.fetch_userinfo(result.access_token)
             if claims.get("sub") != result.sub:
                 raise FlowFailed("userinfo", "sub differs from the ID token's")
             known = self.subs.setdefault((person.index, rp.client_id), result.sub)
@@ -621,32 +626,40 @@ class Client:
         except FlowFailed:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is counted by kind
-            if step == "token" and exc.__class__.__name__ == "OAuthError":
-                raise FlowFailed(step, f"OAuthError {getattr(exc, 'error', '')}") from exc
-            raise FlowFailed(step, classify(exc)) from exc
-        return FlowResult(kind, started, time.perf_counter() - started, steps)
+            raise FlowFailed(timed.current, classify(exc)) from exc
+        return FlowResult(kind, started, time.perf_counter() - started, timed.times)
 
-    def _login(self, url: str, person: Person, timed: Callable[[str], Any]) -> str:
+    def _login(self, url: str, person: Person, timed: _Steps) -> str:
         with timed("login_page"):
-            response = self.browser.get(url, allow_redirects=False, timeout=REQUEST_TIMEOUT)
+            response = self.browser.get(url)
             if response.status_code != 200:
                 raise BrowserFlowError(f"/login answered {response.status_code}", response)
-            if parse_page(response.text).hook("action", "passkey") is None:
+            page = response.text
+            if not page_has_hook(page, "action", "passkey"):
                 raise BrowserFlowError('/login page has no data-action="passkey"', response)
-            public_key = embedded_options(response.text)
+            public_key = embedded_options(page)
         txn = dict(parse_qsl(urlsplit(url).query)).get("txn", "")
         if public_key is None:  # a commit whose page does not carry the options: ask as its script does
             with timed("options"):
-                public_key = self.wallet.login_options(txn)["publicKey"]
+                public_key = self._wallet_call(url, "/login/options", {"txn": txn})["publicKey"]
         with timed("sign"):
             enrolled = person.enrolled
             credential = enrolled.authenticator.get(public_key, credential_id=enrolled.credential_id)
         with timed("assertion"):
-            answer = self.wallet.login_assertion(txn, credential)
+            answer = self._wallet_call(url, "/login/assertion", {"txn": txn, "credential": credential})
         return urljoin(url, answer["next"])
 
+    def _wallet_call(self, url: str, path: str, body: dict) -> dict:
+        """The page's script calling the wallet API with the browser's cookies (same device);
+        a non-2xx answer raises WalletError as ``Wallet.call`` does."""
+        response = self.browser.post_json(urljoin(url, path), body)
+        answer = body_of(response)
+        if not 200 <= response.status_code < 300:
+            raise WalletError(response.status_code, answer, response)
+        return answer
+
     @staticmethod
-    def _redirect(response: requests.Response, url: str, allow_page: bool = False) -> Any:
+    def _redirect(response: Response, url: str, allow_page: bool = False) -> Any:
         if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
             return urljoin(url, response.headers["Location"])
         if allow_page and response.status_code == 200:
@@ -675,9 +688,11 @@ def run_load(
     measure_from = start + args.warmup
     stop_at = start + (args.time_limit if args.flows else args.warmup + args.duration)
     abort = threading.Event()
+    registered = next(iter(rps.values()))
+    jwks = JwksCache(registered.provider["jwks_uri"], registered.jwks(), REQUEST_TIMEOUT)  # shared by every thread
 
     def worker(share: list[Person]) -> None:
-        client = Client(server.base_url, rps, share, args.keep_session)
+        client = Client(server.base_url, rps, share, args.keep_session, jwks)
         try:
             while not abort.is_set() and time.perf_counter() < stop_at:
                 if budget is not None and not budget.acquire(blocking=False):
@@ -696,6 +711,8 @@ def run_load(
                     results.add(flow)
         finally:
             client.close()
+            with results.lock:
+                results.connections.update(client.connection_counts())
 
     threads = [threading.Thread(target=worker, args=(share,), name=f"client-{i}", daemon=True)
                for i, share in enumerate(shares)]
@@ -767,6 +784,9 @@ def summarise(results: Results, window: float) -> dict[str, Any]:
         },
         "steps": {name: distribution(by_step[name]) for name in names},
         "errors_by_kind": dict(results.errors.most_common()),
+        # the driver's keep-alive connections: how many it opened, and how many requests it sent
+        # again because they met a connection the server had just closed (as a browser does)
+        "connections": {"opened": results.connections["opened"], "retried": results.connections["retried"]},
     }
 
 
@@ -802,6 +822,9 @@ def print_report(report: dict[str, Any]) -> None:
             print(f"    {n:>6}  {kind}", file=out)
     else:
         print("  errors: none", file=out)
+    connections = s["connections"]
+    print(f"  connections: {connections['opened']} opened by the driver, "
+          f"{connections['retried']} requests sent again after a stale keep-alive connection", file=out)
     m = report["memory"]
     for label in ("start", "peak", "end"):
         sample = m.get(label)
