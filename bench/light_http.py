@@ -47,9 +47,26 @@ NO_BODY_STATUS = frozenset({204, 304})
 
 # responses ------------------------------------------------------------------------------
 class Headers(dict):
-    """Response header fields by lower-cased name (RFC 9110 §5.1: names are case-insensitive);
-    repeated fields joined with ", " (§5.3), except ``Set-Cookie``, kept apart in
-    :attr:`Response.set_cookies` (RFC 6265 §3)."""
+    """A response's header fields by lower-cased name (RFC 9110 §5.1: names are case-insensitive),
+    repeated fields joined with ", " (§5.3), except ``Set-Cookie``, which cannot be joined
+    (RFC 6265 §3) and is kept apart in :attr:`cookies`. ``version``: the status line's."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__()
+        self.version = version
+        self.cookies: list[str] = []
+
+    def add(self, name: str, value: str, folded: bool = False) -> None:
+        """One field line; ``folded``: an obsolete continuation line of the previous field."""
+        key = name.lower()
+        if key == "set-cookie":
+            if folded:
+                self.cookies[-1] += " " + value
+            else:
+                self.cookies.append(value)
+        else:
+            earlier = dict.get(self, key)
+            dict.__setitem__(self, key, value if earlier is None else earlier + (" " if folded else ", ") + value)
 
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
         return dict.get(self, name.lower(), default)
@@ -63,17 +80,12 @@ class Headers(dict):
 
 @dataclass
 class Response:
-    """What the driver needs of a response; ``status_code``, ``headers``, ``text`` and ``json()``
+    """What the driver needs of a response: ``status_code``, ``headers``, ``text`` and ``json()``
     as requests names them, so ``tests/support``'s error classes and ``body_of`` take it."""
 
     status_code: int
     headers: Headers
     content: bytes
-    set_cookies: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status_code < 400
 
     @property
     def text(self) -> str:
@@ -124,7 +136,7 @@ class Connection:
                 sock = self._connect()
             try:
                 sock.sendall(message)
-                status, headers_, rest = self._read_head(sock)
+                status, fields, rest = self._read_head(sock)
             except (ConnectionResetError, BrokenPipeError):  # before any byte of a response (see _read_head)
                 self.close()
                 if reused and attempt == 1:
@@ -135,13 +147,13 @@ class Connection:
                 self.close()
                 raise
             try:
-                content, keep = self._read_body(sock, method, status, headers_, rest)
+                content, keep = self._read_body(sock, method, status, fields, rest)
             except BaseException:
                 self.close()
                 raise
             if not keep:
                 self.close()
-            return Response(status, headers_, content, headers_.cookies)
+            return Response(status, fields, content)
         raise AssertionError("unreachable")
 
     def _connect(self) -> socket.socket:
@@ -158,7 +170,7 @@ class Connection:
         return bool(select.select([sock], [], [], 0)[0])
 
     @staticmethod
-    def _read_head(sock: socket.socket) -> tuple[int, _ResponseHeaders, bytes]:
+    def _read_head(sock: socket.socket) -> tuple[int, Headers, bytes]:
         """Status line and header section (RFC 9112 §2.1, §4, §5); 1xx interim responses skipped.
 
         Only a connection closed or reset before the first byte raises ``ConnectionResetError``
@@ -193,7 +205,7 @@ class Connection:
             if 100 <= status < 200 and status != 101:
                 buffer = rest
                 continue
-            headers = _ResponseHeaders(version)
+            headers = Headers(version)
             name = ""
             for line in lines[1:]:
                 if line[:1] in (" ", "\t") and name:  # obsolete line folding (RFC 9112 §5.2): one space
@@ -207,7 +219,7 @@ class Connection:
 
     @staticmethod
     def _read_body(
-        sock: socket.socket, method: str, status: int, headers: _ResponseHeaders, rest: bytes
+        sock: socket.socket, method: str, status: int, headers: Headers, rest: bytes
     ) -> tuple[bytes, bool]:
         """The message body as RFC 9112 §6.3 frames it, and whether the connection stays open."""
         tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
@@ -233,24 +245,6 @@ class Connection:
         if rest:
             raise http.client.HTTPException("bytes after the end of the response")
         return content, keep
-
-
-class _ResponseHeaders(Headers):
-    def __init__(self, version: str) -> None:
-        super().__init__()
-        self.version = version
-        self.cookies: list[str] = []
-
-    def add(self, name: str, value: str, folded: bool = False) -> None:
-        key = name.lower()
-        if key == "set-cookie":
-            if folded and self.cookies:
-                self.cookies[-1] += " " + value
-            else:
-                self.cookies.append(value)
-        else:
-            earlier = dict.get(self, key)
-            dict.__setitem__(self, key, value if earlier is None else earlier + (" " if folded else ", ") + value)
 
 
 def _read_exactly(sock: socket.socket, buffer: bytes, length: int) -> tuple[bytes, bytes]:
@@ -448,8 +442,8 @@ class Browser:
         if cookie:
             headers += f"Cookie: {cookie}\r\n"
         response = self.connection.request(method, f"{path}?{parts.query}" if parts.query else path, headers, body)
-        if response.set_cookies:
-            self.jar.store(response.set_cookies, path)
+        if response.headers.cookies:
+            self.jar.store(response.headers.cookies, path)
         return response
 
 
@@ -557,11 +551,12 @@ def page_has_hook(html: str, attribute: str, value: str) -> bool:
     """Whether the page has an element with ``data-<attribute>="<value>"`` (the stable hooks a
     browser driver relies on), as ``parse_page(html).hook(attribute, value)`` finds it, at a
     fraction of the cost: comments and script/style contents are cut out, and only the start
-    tags that name the attribute at all go through ``tests/support``'s HTML parser."""
+    tags that name the attribute (in any case) and the value (as written, or with character
+    references) go through ``tests/support``'s HTML parser."""
     marker = f"data-{attribute}"
-    if marker not in html:
+    if marker not in html and marker not in html.lower():
         return False
-    return any(marker in tag and (value in tag or "&" in tag)  # the value as written, or character references
+    return any(marker in tag.lower() and (value in tag or "&" in tag)
                and parse_page(tag).hook(attribute, value) is not None
                for tag in _START_TAG.findall(_HIDDEN.sub(" ", html)))
 
