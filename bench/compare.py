@@ -78,7 +78,7 @@ def figures(report: dict) -> dict[str, float]:
     return {
         "flows_per_s": summary["flows_per_s"], "p50_ms": summary["flow"]["p50_ms"],
         "p95_ms": summary["flow"]["p95_ms"], "p99_ms": summary["flow"]["p99_ms"], "errors": summary["errors"],
-        "server_ms_per_flow": cpu["server_ms_per_flow"],
+        "server_ms_per_flow": cpu["server_ms_per_flow"], "driver_ms_per_flow": cpu["driver_ms_per_flow"],
         "max_worker_rss_mib": max((memory.get("peak") or memory["end"])["per_worker_rss_mib"]),
         "others_cpu_s": cpu["others_s"],
     }
