@@ -174,9 +174,20 @@ def test_archive_command_refuses_a_broken_log_and_keeps_it(idp, monkeypatch, tmp
     assert run_cli(idp, monkeypatch, "audit", "archive", "--before", "someday", "--out", str(out)).code == 1
 
 
-def _chain_zero_head(engine: Engine, seq: int) -> str:
+def _chain_zero_head(engine: Engine, seq: int, chain: int = 0) -> str:
     with engine.connect() as connection:
-        return connection.scalar(select(AuditEntry.entry_hash).where(AuditEntry.chain == 0, AuditEntry.seq == seq))
+        return connection.scalar(select(AuditEntry.entry_hash).where(AuditEntry.chain == chain,
+                                                                     AuditEntry.seq == seq))
+
+
+def test_each_keys_folder_anchors_the_entries_of_every_instance(engine, tmp_path):
+    """Issue 15 saw each keys folder anchor only its own instance's entries: an instance
+    anchoring its commit also takes every other chain's database head."""
+    _bulk(engine, 5, chain=0)  # this instance's chain
+    _bulk(engine, 7, chain=3)  # another instance's, with its own keys folder
+    own = audit.Head(5, _chain_zero_head(engine, 5))
+    audit.advance(tmp_path / "keys-a", {0: own}, engine)
+    assert audit.read_anchor(tmp_path / "keys-a") == {0: own, 3: audit.Head(7, _chain_zero_head(engine, 7, chain=3))}
 
 
 def test_the_one_line_anchor_of_a_single_chain_log_is_read_as_chain_zero(engine, tmp_path):
