@@ -95,7 +95,7 @@ class AuthorizedUser:
 
 @dataclass
 class StoredCode(AuthorizationCodeMixin):
-    row: AuthorizationCode
+    row: Row[Any]  # the authorization_codes row as it was spent
 
     @property
     def code_challenge(self) -> str | None:
@@ -153,7 +153,7 @@ class StoredToken(TokenMixin):
         return RegisteredClient(current_db().get(Client, self.row.client_id))
 
 
-def user_from(row: AuthorizationCode | Token) -> AuthorizedUser:
+def user_from(row: Row[Any] | Token) -> AuthorizedUser:
     return AuthorizedUser(account_id=row.account_id, auth_time=row.auth_time, acr=row.acr, amr=list(row.amr),
                           session_id=row.session_id, claims_request=row.claims,
                           nonce=getattr(row, "nonce", None), device_serial=row.device_serial)
@@ -280,7 +280,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         digest = token_hash(code)
         now = utcnow()
         # a compare-and-set that reads the row
-        spent = session.scalars(_SPEND_CODE, {"digest": digest, "b_client_id": client.client_id, "now": now}).first()
+        spent = session.connection().execute(_SPEND_CODE, {"digest": digest, "b_client_id": client.client_id,
+                                                           "now": now}).first()
         if spent is not None:
             return StoredCode(spent)
         row = session.get(AuthorizationCode, digest, populate_existing=True)
@@ -310,11 +311,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return with_token_type(token, self.request)
 
 
-_SPEND_CODE = (update(AuthorizationCode)
-               .where(AuthorizationCode.code_hash == bindparam("digest"),
-                      AuthorizationCode.client_id == bindparam("b_client_id"),
-                      AuthorizationCode.used_at.is_(None), AuthorizationCode.expires_at > bindparam("now"))
-               .values(used_at=bindparam("now")).returning(AuthorizationCode))
+_CODES = AuthorizationCode.__table__
+# The spent code comes back as a plain row (read only from here on: the ID token and the token row)
+_SPEND_CODE = (update(_CODES)
+               .where(_CODES.c.code_hash == bindparam("digest"), _CODES.c.client_id == bindparam("b_client_id"),
+                      _CODES.c.used_at.is_(None), _CODES.c.expires_at > bindparam("now"))
+               .values(used_at=bindparam("now")).returning(*_CODES.c))
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
