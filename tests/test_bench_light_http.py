@@ -1,6 +1,6 @@
 """The load driver's transport (``light_http.py``) against a scripted loopback server: message
 framing, keep-alive and its one resend, cookies, the page hook check and the RP's request.
-Run with ``.venv/bin/python -m pytest -q bench/test_light_http.py`` (no IdP needed)."""
+No IdP needed; part of ``make test``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from light_http import BenchRP, Browser, Connection, CookieJar, JwksCache, page_has_hook  # noqa: E402
 
