@@ -26,6 +26,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from idp.storage.write_gate import WriteGate
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 CONNECT_TIMEOUT = 5
 STATEMENT_TIMEOUT_MS = 15_000
@@ -154,6 +156,8 @@ def _make_engine(url: str) -> Engine:
                 for suffix in ("", "-wal", "-shm"):
                     _private_file(Path(path + suffix), create=False)
 
+        if on_disk:
+            WriteGate(Path(path), SQLITE_BUSY_TIMEOUT_MS / 1000).attach(engine)
         return engine
     connect_args: dict[str, object] = {}
     if url.startswith("postgresql"):

@@ -1,0 +1,94 @@
+"""SQLite writers of one machine queue for the write lock instead of polling for it.
+
+SQLite lets one transaction write at a time: the lock is taken by a transaction's first
+write and held until it commits or rolls back. A writer that finds it taken sleeps in
+SQLite's busy handler in growing steps (1, 2, 5, 10 … up to 100 ms) and is never woken
+when the lock frees, so under parallel logins most writes wait far longer than the lock
+was held (bench/README.md: p99 of the writing steps 5–10 times that of the reading ones).
+
+The gate mirrors that lock exactly (taken just before a connection's first write
+statement, released when the connection goes back to the pool after its commit or
+rollback) but queues the waiters: the threads of a process on a lock that hands over at
+once, and the head of each process's queue on an ``flock`` of ``<database>.write-gate``,
+polled at sub-millisecond intervals. An ``flock`` dies with its process, so a killed
+worker never leaves the gate shut. SQLite's own lock stays the guarantee: a writer that
+does not use the gate (the ``idp`` command, another instance) is still excluded by it,
+and waits on the gate are bounded by the same timeout as SQLite's.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
+_POLL_SECONDS = (0.0002, 0.0005, 0.001)  # then every millisecond
+
+
+class WriteGate:
+    def __init__(self, database_path: Path, timeout: float) -> None:
+        self.path = Path(f"{database_path}.write-gate")
+        self.timeout = timeout
+        self._pid = -1
+        self._fd = -1
+        self._threads = threading.Lock()
+        self._holder: Any = None  # the DBAPI connection that holds the gate in this process
+
+    def _file(self) -> int:
+        """This process's descriptor (a forked worker opens its own: flock belongs to the open file)."""
+        if self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid, self._threads, self._holder = os.getpid(), threading.Lock(), None
+        return self._fd
+
+    def acquire(self, holder: Any) -> None:
+        fd = self._file()
+        deadline = time.monotonic() + self.timeout
+        if not self._threads.acquire(timeout=self.timeout):
+            raise _locked()
+        try:
+            attempt = 0
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise _locked() from None
+                    time.sleep(_POLL_SECONDS[min(attempt, len(_POLL_SECONDS) - 1)])
+                    attempt += 1
+        except BaseException:
+            self._threads.release()
+            raise
+        self._holder = holder
+
+    def release(self, holder: Any) -> None:
+        if holder is None or holder is not self._holder:
+            return
+        self._holder = None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+    def attach(self, engine: Engine) -> None:
+        @event.listens_for(engine, "before_cursor_execute")
+        def _before_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            dbapi_connection = conn.connection.dbapi_connection
+            if dbapi_connection is not self._holder and statement.lstrip()[:6].upper() in _WRITES:
+                self.acquire(dbapi_connection)
+
+        # Back in the pool means committed or rolled back (reset on return); an invalidated
+        # or closed connection's transaction has ended with it.
+        for name in ("checkin", "invalidate", "soft_invalidate", "close", "close_detached"):
+            event.listen(engine, name, lambda dbapi_connection, *_: self.release(dbapi_connection))
+
+
+def _locked() -> OperationalError:
+    return OperationalError("write gate", None, Exception("database is locked (waited for the write gate)"))
