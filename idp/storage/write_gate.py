@@ -12,8 +12,10 @@ rollback) but queues the waiters: the threads of a process on a lock that hands 
 once, and the head of each process's queue on an ``flock`` of ``<database>.write-gate``,
 polled at sub-millisecond intervals. An ``flock`` dies with its process, so a killed
 worker never leaves the gate shut. SQLite's own lock stays the guarantee: a writer that
-does not use the gate (the ``idp`` command, another instance) is still excluded by it,
-and waits on the gate are bounded by the same timeout as SQLite's.
+does not use the gate (the ``idp`` command, another instance) is still excluded by it.
+A write waits at most SQLite's busy timeout in all: time spent at the gate is taken off
+the wait for SQLite's own lock, so a database frozen by an outside writer still answers
+every queued request with a 503 within that bound (``idp.ops.outage``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from sqlalchemy.exc import OperationalError
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
 _POLL_SECONDS = (0.0002, 0.0005, 0.001)  # then every millisecond
+SHORTEN_AFTER = 0.05  # s waited at the gate before SQLite's own wait is cut to what is left
 
 
 class WriteGate:
@@ -41,17 +44,20 @@ class WriteGate:
         self._fd = -1
         self._threads = threading.Lock()
         self._holder: Any = None  # the DBAPI connection that holds the gate in this process
+        self._shortened = False  # the holder's busy timeout was cut to what was left of the wait
 
     def _file(self) -> int:
         """This process's descriptor (a forked worker opens its own: flock belongs to the open file)."""
         if self._pid != os.getpid():
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._pid, self._threads, self._holder = os.getpid(), threading.Lock(), None
+            self._pid, self._threads, self._holder, self._shortened = os.getpid(), threading.Lock(), None, False
         return self._fd
 
-    def acquire(self, holder: Any) -> None:
+    def acquire(self, holder: Any) -> float:
+        """Take the gate for ``holder``; returns the seconds it waited."""
         fd = self._file()
-        deadline = time.monotonic() + self.timeout
+        started = time.monotonic()
+        deadline = started + self.timeout
         if not self._threads.acquire(timeout=self.timeout):
             raise _locked()
         try:
@@ -69,11 +75,15 @@ class WriteGate:
             self._threads.release()
             raise
         self._holder = holder
+        return time.monotonic() - started
 
     def release(self, holder: Any) -> None:
         if holder is None or holder is not self._holder:
             return
         self._holder = None
+        if self._shortened:  # the connection waits as long as ever for its next write
+            self._shortened = False
+            holder.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._threads.release()
 
@@ -82,7 +92,13 @@ class WriteGate:
         def _before_write(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
             dbapi_connection = conn.connection.dbapi_connection
             if dbapi_connection is not self._holder and statement.lstrip()[:6].upper() in _WRITES:
-                self.acquire(dbapi_connection)
+                waited = self.acquire(dbapi_connection)
+                if waited > SHORTEN_AFTER:
+                    # One bound for the whole wait: what is left of it for SQLite's own lock (held
+                    # by a writer outside the gate, e.g. a frozen one), not the full timeout again.
+                    self._shortened = True
+                    left = max(1, int((self.timeout - waited) * 1000))
+                    dbapi_connection.execute(f"PRAGMA busy_timeout={left}")
 
         # Back in the pool means committed or rolled back (reset on return); an invalidated
         # or closed connection's transaction has ended with it.
