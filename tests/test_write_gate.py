@@ -119,3 +119,32 @@ def _free(path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def test_threads_of_a_fresh_worker_share_one_gate_and_leave_it_open(tmp_path: Path) -> None:
+    """A worker forked from the arbiter gets its own descriptor at once, so its threads' first
+    writes, all at the same moment, can neither run together nor leave the gate shut."""
+    gate = WriteGate(tmp_path / "db.sqlite3", timeout=5)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked "worker"
+        inside, overlaps, start = [0], [0], threading.Barrier(4)
+
+        def writer() -> None:
+            start.wait()
+            for _ in range(50):
+                holder = object()
+                gate.acquire(holder)
+                inside[0] += 1
+                overlaps[0] += inside[0] > 1
+                inside[0] -= 1
+                gate.release(holder)
+
+        threads = [threading.Thread(target=writer) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        os._exit(0 if overlaps[0] == 0 and not any(t.is_alive() for t in threads) else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _free(gate.path)

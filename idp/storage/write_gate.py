@@ -21,9 +21,12 @@ every queued request with a 503 within that bound (``idp.ops.outage``).
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+log = logging.getLogger(__name__)
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLAC")
 _POLL_SECONDS = (0.0002, 0.0005, 0.001)  # then every millisecond
 SHORTEN_AFTER = 0.05  # s waited at the gate before SQLite's own wait is cut to what is left
@@ -40,22 +44,24 @@ class WriteGate:
     def __init__(self, database_path: Path, timeout: float) -> None:
         self.path = Path(f"{database_path}.write-gate")
         self.timeout = timeout
-        self._pid = -1
-        self._fd = -1
+        self._files: list[int] = []  # this process's descriptor, closed with the gate
+        weakref.finalize(self, _close_all, self._files)
+        self._open()
+        _GATES.add(self)
+
+    def _open(self) -> None:
+        """This process's own state: a forked worker opens the file again (an ``flock`` belongs
+        to the open file, which a fork would share with the arbiter) and starts unlocked."""
+        _close_all(self._files)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._files.append(self._fd)
         self._threads = threading.Lock()
         self._holder: Any = None  # the DBAPI connection that holds the gate in this process
         self._shortened = False  # the holder's busy timeout was cut to what was left of the wait
 
-    def _file(self) -> int:
-        """This process's descriptor (a forked worker opens its own: flock belongs to the open file)."""
-        if self._pid != os.getpid():
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._pid, self._threads, self._holder, self._shortened = os.getpid(), threading.Lock(), None, False
-        return self._fd
-
     def acquire(self, holder: Any) -> float:
         """Take the gate for ``holder``; returns the seconds it waited."""
-        fd = self._file()
+        fd = self._fd
         started = time.monotonic()
         deadline = started + self.timeout
         if not self._threads.acquire(timeout=self.timeout):
@@ -81,11 +87,15 @@ class WriteGate:
         if holder is None or holder is not self._holder:
             return
         self._holder = None
-        if self._shortened:  # the connection waits as long as ever for its next write
-            self._shortened = False
-            holder.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._threads.release()
+        try:
+            if self._shortened:  # the connection waits as long as ever for its next write
+                self._shortened = False
+                holder.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        except sqlite3.Error:
+            log.warning("write gate: could not restore a connection's busy timeout", exc_info=True)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._threads.release()
 
     def attach(self, engine: Engine) -> None:
         @event.listens_for(engine, "before_cursor_execute")
@@ -104,6 +114,22 @@ class WriteGate:
         # or closed connection's transaction has ended with it.
         for name in ("checkin", "invalidate", "soft_invalidate", "close", "close_detached"):
             event.listen(engine, name, lambda dbapi_connection, *_: self.release(dbapi_connection))
+
+
+_GATES: weakref.WeakSet[WriteGate] = weakref.WeakSet()
+
+
+def _close_all(files: list[int]) -> None:
+    while files:
+        os.close(files.pop())
+
+
+def _after_fork() -> None:
+    for gate in list(_GATES):
+        gate._open()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _locked() -> OperationalError:
