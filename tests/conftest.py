@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from tests.support import log_scan
 from tests.support.balancer import Deployment, two_instances
 from tests.support.people import People
 from tests.support.rp_host import RpHost
-from tests.support.server import ServedIdP, serve_idp
+from tests.support.server import ServedIdP, database_name, serve_idp
 from tests.support.wallet import Enrolled, Wallet
 
 PG_URL = os.environ.get("IDP_TEST_DATABASE_URL")
@@ -48,7 +47,7 @@ def _database_url(tmp: Path) -> tuple[str, Any]:
         return f"sqlite:///{tmp / 'idp.sqlite3'}", None
     import psycopg
 
-    name = f"idp_test_{uuid.uuid4().hex[:12]}"
+    name = database_name()
     admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
