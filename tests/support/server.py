@@ -48,13 +48,13 @@ STOP_TIMEOUT = 15.0
 T = TypeVar("T")
 
 
-@contextlib.contextmanager
 def database_name() -> str:
     """A throw-away PostgreSQL database's name, in letters only: it shows up in outage log
     lines, where a run of twelve digits would read as an individual number (log_scan)."""
     return "idp_test_" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(12))
 
 
+@contextlib.contextmanager
 def fresh_database(tmp: Path) -> Iterator[str]:
     """A database URL nobody else uses: a SQLite file under ``tmp``, or a new PostgreSQL
     database on ``IDP_TEST_DATABASE_URL``'s server (dropped on exit)."""
