@@ -72,8 +72,8 @@ def find_device(credential: Any, *, failure_event: str = "login.failure",
         credential_id = webauthn.credential_id_from(credential)
     except webauthn.WebAuthnError as exc:
         raise InvalidRequest(exc.description) from None
-    found = current_db().execute(_DEVICE_BY_CREDENTIAL, {"credential_id": credential_id, "address": client_address_key(),
-                                                          "client_id": client_id}).first()
+    found = current_db().execute(_DEVICE_BY_CREDENTIAL, {
+        "credential_id": credential_id, "address": client_address_key(), "client_id": client_id}).first()
     if found is None:
         audit.record(current_db(), failure_event, reason="unknown_credential")
         g.commit_despite_error = True

@@ -404,7 +404,7 @@ def session_satisfies(c: Checked, session: browser.SessionView | None) -> bool:
             return False
     if acr_rank(session.acr) < wanted_acr_rank(c) and "none" not in c.prompts:
         return False  # a voluntary acr a new login may reach; prompt=none answers with what is there
-    if acr_rank(session.acr) < acr_rank(services().policy[c.client.category].acr):
+    if not services().policy[c.client.category].reached_by(session.acr):
         return False  # the category's policy needs a stronger login than this session had
     return True
 

@@ -56,6 +56,10 @@ class CategoryPolicy:
     require_dpop: bool = False
     dpop_nonce: bool = False
 
+    def reached_by(self, acr: str | None) -> bool:
+        """Whether a login that reached ``acr`` is strong enough for this category."""
+        return acr_rank(acr) >= acr_rank(self.acr)
+
     @property
     def age_thresholds(self) -> tuple[int, ...]:
         return tuple(sorted(int(m.group(1)) for c in self.claims if (m := AGE_OVER.match(c))))

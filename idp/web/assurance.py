@@ -19,7 +19,7 @@ from idp.context import services
 from idp.errors import AccessDenied
 from idp.oidc.authorize import error_redirect
 from idp.oidc.session import current_db
-from idp.policy import ACR_DEVICE_HARDWARE, acr_rank
+from idp.policy import ACR_DEVICE_HARDWARE
 from idp.storage.models import AuthorizationTransaction
 from idp.storage.single_use import compare_and_set
 
@@ -27,9 +27,10 @@ from idp.storage.single_use import compare_and_set
 def refusal(txn: AuthorizationTransaction, client: RegisteredClient, redirect_uri: str,
             state: str | None) -> ResponseReturnValue | None:
     """A 403 page when the sign-in's ``acr`` is below the category's, else None (nothing changed)."""
-    required = services().policy[client.category].acr
-    if acr_rank(txn.acr) >= acr_rank(required):
+    rules = services().policy[client.category]
+    if rules.reached_by(txn.acr):
         return None
+    required = rules.acr
     if not compare_and_set(current_db(), AuthorizationTransaction, AuthorizationTransaction.id == txn.id,
                            AuthorizationTransaction.state == "authenticated", state="denied"):
         raise AccessDenied("this sign-in has already been answered", error="already_answered")

@@ -35,7 +35,6 @@ from idp.oidc.authorize import (
 )
 from idp.oidc.server import AuthorizedUser
 from idp.oidc.session import current_db
-from idp.policy import acr_rank
 from idp.storage.models import Account, AuthorizationTransaction, Consent
 from idp.storage.single_use import compare_and_set
 from idp.web import assurance, browser, i18n
@@ -115,12 +114,19 @@ def _finish(txn: AuthorizationTransaction, session: browser.SessionView, checked
     return issue_code(checked, user, session)
 
 
-def remembered_answer(txn: AuthorizationTransaction, session: browser.SessionView, consent: Consent | None) -> str | None:
+def _remembered(checked: Checked, consent: Consent | None) -> bool:
+    """A remembered ``consent`` answers this request without asking (no ``prompt=consent``)."""
+    return "consent" not in checked.prompts and consent_answers(consent, checked.params, checked.client,
+                                                                checked.claims_request)
+
+
+def remembered_answer(txn: AuthorizationTransaction, session: browser.SessionView,
+                      consent: Consent | None) -> str | None:
     """Where the browser goes right after its signature when no page is needed: the service's
-    redirect URI with the code, when a remembered consent covers this request and the
-    sign-in reached the category's ``acr`` (``consent``: the account's, read with its device).
-    Anything else (a new consent, ``prompt=consent``,
-    a refusal to explain) returns None, and the consent page takes over as before.
+    redirect URI with the code, when the sign-in reached the category's ``acr`` and the
+    account's remembered ``consent`` (read with its device) answers the request. Anything
+    else (a consent to ask, a refusal to explain) returns None, and the consent page takes
+    over as before.
 
     The caller holds the transaction (its challenge was taken in a compare-and-set), so it
     completes here directly; this is the consent page's answer without the round trip.
@@ -130,10 +136,7 @@ def remembered_answer(txn: AuthorizationTransaction, session: browser.SessionVie
             checked = _resume(txn, session)
         except (RedirectableError, UnsafeAuthorizationRequest):
             return None
-        required = services().policy[checked.client.category].acr
-        if acr_rank(txn.acr) < acr_rank(required) or "consent" in checked.prompts:
-            return None
-        if not consent_answers(consent, checked.params, checked.client, checked.claims_request):
+        if not services().policy[checked.client.category].reached_by(txn.acr) or not _remembered(checked, consent):
             return None
     txn.state = "completed"
     return _finish(txn, session, checked, answered=True).location
@@ -154,8 +157,7 @@ def consent_page() -> ResponseReturnValue:
     refused = assurance.refusal(txn, client, checked.redirect_uri, checked.params.get("state"))
     if refused is not None:
         return refused
-    remembered = find_consent(current_db(), txn.account_id, client.client_id)
-    if "consent" not in checked.prompts and consent_answers(remembered, checked.params, client, checked.claims_request):
+    if _remembered(checked, find_consent(current_db(), txn.account_id, client.client_id)):
         return _finish(txn, session, checked)
     release = release_for(checked.params, client, checked.claims_request)
     account = current_db().get(Account, txn.account_id)

@@ -295,7 +295,8 @@ def assertion() -> ResponseReturnValue:
 
 # The challenge is single use: pending → answering, once (idp.storage.single_use).
 _TAKE_CHALLENGE = (update(AuthorizationTransaction)
-                   .where(AuthorizationTransaction.id == bindparam("txn_id"), AuthorizationTransaction.state == "pending",
+                   .where(AuthorizationTransaction.id == bindparam("txn_id"),
+                          AuthorizationTransaction.state == "pending",
                           AuthorizationTransaction.expires_at > bindparam("now"))
                    .values(state="answering"))
 
