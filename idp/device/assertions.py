@@ -26,6 +26,7 @@ from typing import Any
 from flask import g, request
 from sqlalchemy import ColumnElement, and_, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm.attributes import set_committed_value
 
 from idp import audit
 from idp.ca.lifecycle import suspend
@@ -66,19 +67,28 @@ class FoundDevice:
 
 def find_device(credential: Any, *, failure_event: str = "login.failure",
                 client_id: str | None = None) -> FoundDevice:
+    found = current_db().execute(_DEVICE_BY_CREDENTIAL, {
+        "credential_id": credential_id_of(credential), "address": client_address_key(), "client_id": client_id}).first()
+    if found is None:
+        raise unknown_credential(failure_event)
+    return FoundDevice(*found)
+
+
+def credential_id_of(credential: Any) -> bytes:
+    """The credential ID a PublicKeyCredential names (looked up before anything is verified)."""
     if not isinstance(credential, Mapping):
         raise InvalidRequest("credential must be a PublicKeyCredential object")
     try:
-        credential_id = webauthn.credential_id_from(credential)
+        return webauthn.credential_id_from(credential)
     except webauthn.WebAuthnError as exc:
         raise InvalidRequest(exc.description) from None
-    found = current_db().execute(_DEVICE_BY_CREDENTIAL, {
-        "credential_id": credential_id, "address": client_address_key(), "client_id": client_id}).first()
-    if found is None:
-        audit.record(current_db(), failure_event, reason="unknown_credential")
-        g.commit_despite_error = True
-        raise AssertionRefused("unknown credential", error="unknown_credential")
-    return FoundDevice(*found)
+
+
+def unknown_credential(failure_event: str) -> AssertionRefused:
+    """Audit an assertion by a credential no certificate has (kept although the request fails)."""
+    audit.record(current_db(), failure_event, reason="unknown_credential")
+    g.commit_despite_error = True
+    return AssertionRefused("unknown credential", error="unknown_credential")
 
 
 _LOCKOUT = CredentialLockout.__table__.c
@@ -93,28 +103,49 @@ _DEVICE_BY_CREDENTIAL = (
     .with_for_update(of=DeviceCertificate))
 
 
-def verify_device_assertion(found: FoundDevice, credential: Mapping[str, Any], *, challenge: bytes,
-                            expected_state: str, event: str,
-                            failure_event: str = "login.failure") -> webauthn.VerifiedAssertion:
-    """Verify, update the counter and audit; raise a protocol error when refused.
+class Refusal(Exception):
+    """A refused assertion, found without writing anything: ``error`` is what the client is
+    told, and :meth:`record` leaves behind what the refusal must (its audit entry, a failure
+    counted towards the lock-out, a suspected clone suspended). The login checks first and
+    writes only once it holds its transaction (idp.web.login); the other callers record at once."""
 
-    Success records ``event``; every refusal records ``failure_event`` (with the reason),
-    committed although the request fails.
-    """
+    def __init__(self, error: ProtocolError, device: DeviceCertificate | None, reason: str,
+                 consequence: str = "audit") -> None:
+        super().__init__(error.description)
+        self.error, self.device, self.reason, self.consequence = error, device, reason, consequence
+
+    def record(self, failure_event: str) -> None:
+        """Write the refusal's side effects, to be committed although the request fails
+        (``commit_despite_error`` is set only once they are all in place: should recording
+        crash, the request's transaction rolls back whole)."""
+        if self.device is None:
+            raise unknown_credential(failure_event)
+        if self.consequence == "count":
+            _count_failure(self.device, self.reason, failure_event)
+        else:
+            audit.record(current_db(), failure_event, serial=self.device.serial, account=self.device.account_id,
+                         reason=self.reason)
+            if self.consequence == "suspend":
+                suspend(current_db(), self.device, reason="certificateHold", event="device.clone_suspected")
+        g.commit_despite_error = True
+
+
+def check_assertion(found: FoundDevice, credential: Mapping[str, Any], *, challenge: bytes,
+                    expected_state: str) -> webauthn.VerifiedAssertion:
+    """Every check of an assertion, with no write: the lock-out, the certificate's state and
+    validity, the WebAuthn verification (L3 §7.2) with the stored counter, the userHandle and
+    the backup eligibility; raises :class:`Refusal`."""
     now = utcnow()
     device, locked_until = found.device, found.locked_until
     if locked_until is not None and locked_until > now:
         until = locked_until.isoformat().replace("+00:00", "Z")
-        _refused(device, failure_event, "credential_locked")
-        g.commit_despite_error = True
-        raise Locked(f"this credential is locked after repeated failures until {until}",
-                     headers={"Retry-After": str(int((locked_until - now).total_seconds()) + 1)})
+        raise Refusal(Locked(f"this credential is locked after repeated failures until {until}",
+                             headers={"Retry-After": str(int((locked_until - now).total_seconds()) + 1)}),
+                      device, "credential_locked")
     try:
         _check_state(device, expected_state)
     except AssertionRefused as exc:
-        _refused(device, failure_event, exc.error)
-        g.commit_despite_error = True
-        raise
+        raise Refusal(exc, device, exc.error) from None
     settings = services().settings
     try:
         result = webauthn.verify_assertion(
@@ -124,39 +155,67 @@ def verify_device_assertion(found: FoundDevice, credential: Mapping[str, Any], *
         _check_user_handle(device, credential)
     except webauthn.WebAuthnError as exc:
         if exc.code == "counter_regression":
-            _refused(device, failure_event, exc.code)
-            _suspend_clone(device)
-            g.commit_despite_error = True
-            raise AssertionRefused("the signature counter went backwards: this key may be cloned; "
-                                   "the certificate is suspended until the person proves again",
-                                   error="counter_regression") from None
-        _count_failure(device, exc.code, failure_event)
-        g.commit_despite_error = True
-        raise AssertionRefused(exc.description, error=exc.code) from None
+            raise Refusal(AssertionRefused("the signature counter went backwards: this key may be cloned; "
+                                           "the certificate is suspended until the person proves again",
+                                           error="counter_regression"), device, exc.code, "suspend") from None
+        raise Refusal(AssertionRefused(exc.description, error=exc.code), device, exc.code, "count") from None
     if result.backup_eligible != device.backup_eligible:
         # WebAuthn L3 §6.1.3: the BE flag is fixed when the credential is created. A change
         # means another authenticator (or a synced copy) answers for this credential.
-        _refused(device, failure_event, "backup_eligibility_changed")
-        g.commit_despite_error = True
-        raise AssertionRefused("the authenticator's backup eligibility differs from when this device was "
-                               "enrolled; this credential cannot be used, enrol the device again",
-                               error="backup_eligibility_changed")
+        raise Refusal(AssertionRefused("the authenticator's backup eligibility differs from when this device was "
+                                       "enrolled; this credential cannot be used, enrol the device again",
+                                       error="backup_eligibility_changed"), device, "backup_eligibility_changed")
+    return result
+
+
+def verify_device_assertion(found: FoundDevice, credential: Mapping[str, Any], *, challenge: bytes,
+                            expected_state: str, event: str,
+                            failure_event: str = "login.failure") -> webauthn.VerifiedAssertion:
+    """Verify, update the counter and audit; raise a protocol error when refused.
+
+    Success records ``event``; every refusal records ``failure_event`` (with the reason),
+    committed although the request fails.
+    """
+    try:
+        result = check_assertion(found, credential, challenge=challenge, expected_state=expected_state)
+    except Refusal as refusal:
+        refusal.record(failure_event)
+        raise refusal.error from None
+    device = found.device
     device.sign_count = result.new_sign_count
-    device.last_used_at = now
-    if found.failed_attempts is not None:  # a success clears this address's failure count
-        current_db().execute(delete(CredentialLockout).where(*_this_address(device)))
+    device.last_used_at = utcnow()
+    clear_failures(found)
     audit.record(current_db(), event, serial=device.serial, account=device.account_id)
     return result
 
 
-def _refused(device: DeviceCertificate, failure_event: str, reason: str) -> None:
-    """Audit a refused assertion, to be kept although the request fails.
+def record_use(found: FoundDevice, result: webauthn.VerifiedAssertion, *, now: datetime) -> bool:
+    """Write the new counter and last use, the failure count cleared: a compare-and-set on the
+    counter and state that were checked, False (nothing written) when either has changed
+    since they were read (WebAuthn L3 §6.1.1: a counter is only ever compared with the one
+    stored by the previous use)."""
+    device = found.device
+    written = current_db().connection().execute(_USED, {
+        "device": device.serial, "read_count": device.sign_count, "read_state": device.state,
+        "new_count": result.new_sign_count, "now": now}).rowcount == 1
+    if written:
+        set_committed_value(device, "sign_count", result.new_sign_count)
+        set_committed_value(device, "last_used_at", now)
+        clear_failures(found)
+    return written
 
-    ``g.commit_despite_error`` is set only once every side effect of the refusal is in
-    place, just before the refusal is raised: should recording crash, the request's
-    transaction rolls back whole (a state change never commits without its entry).
-    """
-    audit.record(current_db(), failure_event, serial=device.serial, account=device.account_id, reason=reason)
+
+_DEVICE = DeviceCertificate.__table__.c
+_USED = (update(DeviceCertificate.__table__)
+         .where(_DEVICE.serial == bindparam("device"), _DEVICE.sign_count == bindparam("read_count"),
+                _DEVICE.state == bindparam("read_state"))
+         .values(sign_count=bindparam("new_count"), last_used_at=bindparam("now")))
+
+
+def clear_failures(found: FoundDevice) -> None:
+    """A success clears this address's failure count (one statement, only when there is one)."""
+    if found.failed_attempts is not None:
+        current_db().execute(delete(CredentialLockout).where(*_this_address(found.device)))
 
 
 def _check_user_handle(device: DeviceCertificate, credential: Mapping[str, Any]) -> None:
@@ -185,10 +244,6 @@ def _check_state(device: DeviceCertificate, expected_state: str) -> None:
     }
     text, code = messages.get(device.state, ("the device certificate cannot be used", "certificate_unusable"))
     raise AssertionRefused(text, error=code)
-
-
-def _suspend_clone(device: DeviceCertificate) -> None:
-    suspend(current_db(), device, reason="certificateHold", event="device.clone_suspected")
 
 
 def client_address_key() -> str:

@@ -120,25 +120,25 @@ def _remembered(checked: Checked, consent: Consent | None) -> bool:
                                                                 checked.claims_request)
 
 
-def remembered_answer(txn: AuthorizationTransaction, session: browser.SessionView,
-                      consent: Consent | None) -> str | None:
-    """Where the browser goes right after its signature when no page is needed: the service's
-    redirect URI with the code, when the sign-in reached the category's ``acr`` and the
-    account's remembered ``consent`` (read with its device) answers the request. Anything
-    else (a consent to ask, a refusal to explain) returns None, and the consent page takes
-    over as before.
-
-    The caller holds the transaction (its challenge was taken in a compare-and-set), so it
-    completes here directly; this is the consent page's answer without the round trip.
+def remembered(txn: AuthorizationTransaction, account: Account, consent: Consent | None) -> Checked | None:
+    """The stored request when no page is needed right after the signature: the sign-in
+    reached the category's ``acr`` and the account's remembered ``consent`` (read with its
+    device) answers the request. None when anything is left to ask or to explain: the
+    consent page then takes over as before. Decided before the login writes anything, so the
+    transaction goes from pending to its final state in one compare-and-set (idp.web.login).
     """
-    with current_db().no_autoflush:  # the transaction's new state is written once, below
-        try:
-            checked = _resume(txn, session)
-        except (RedirectableError, UnsafeAuthorizationRequest):
-            return None
-        if not services().policy[checked.client.category].reached_by(txn.acr) or not _remembered(checked, consent):
-            return None
-    txn.state = "completed"
+    try:
+        checked = stored_request(txn, account)
+    except (RedirectableError, UnsafeAuthorizationRequest):
+        return None
+    if not services().policy[checked.client.category].reached_by(txn.acr) or not _remembered(checked, consent):
+        return None
+    return checked
+
+
+def finish_remembered(txn: AuthorizationTransaction, session: browser.SessionView, checked: Checked) -> str:
+    """The service's redirect URI with the code: the consent page's answer without the round
+    trip (the login has already completed the transaction in its compare-and-set)."""
     return _finish(txn, session, checked, answered=True).location
 
 

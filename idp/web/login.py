@@ -28,10 +28,20 @@ from urllib.parse import urlsplit
 import segno
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import bindparam, update
+from sqlalchemy import Update, bindparam, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.context import services
-from idp.device.assertions import find_device, verify_device_assertion
+from idp.device.assertions import (
+    AssertionRefused,
+    FoundDevice,
+    Refusal,
+    check_assertion,
+    clear_failures,
+    client_address_key,
+    credential_id_of,
+    record_use,
+)
 from idp.device import webauthn
 from idp.errors import AccessDenied, InvalidRequest, NotFound, ProtocolError
 from idp import audit
@@ -47,10 +57,9 @@ from idp.oidc.server import query_client
 from idp.oidc.session import current_db
 from idp.policy import reached_acr
 from idp.storage.models import AuthorizationTransaction, BrowserSession, utcnow
-from idp.storage.single_use import compare_and_set_built
 from idp.web import browser, consent, i18n
 from idp.web.base64 import json_body, string_field
-from idp.web.transactions import load_transaction
+from idp.web.transactions import load_for_assertion, load_transaction
 
 bp = Blueprint("login", __name__)
 
@@ -263,42 +272,108 @@ def options() -> ResponseReturnValue:
 
 @bp.post("/login/assertion")
 def assertion() -> ResponseReturnValue:
+    """Check first, then write: every check of the signature runs on what one statement read
+    (:func:`load_for_assertion`), and the outcome is written by compare-and-sets that fail if
+    the transaction or the device changed since. The transaction goes from pending to its
+    final state once (the single use of its challenge: of concurrent copies one wins), and the
+    database's write lock (SQLite) is taken only after the signature was verified."""
     body = json_body()
-    txn = load_transaction(string_field(body, "txn", max_length=64))
-    if txn.state != "pending" or not compare_and_set_built(current_db(), _TAKE_CHALLENGE,
-                                                           {"txn_id": txn.id, "now": utcnow()}):
-        current_db().refresh(txn)
-        raise TransactionError(f"this transaction is {txn.state}; its challenge cannot be used again")
+    txn_id = string_field(body, "txn", max_length=64)
     credential = body.get("credential")
+    malformed: InvalidRequest | None = None
     try:
-        found = find_device(credential, client_id=txn.client_id)
-        result = verify_device_assertion(found, credential, challenge=txn.challenge,
-                                         expected_state="active", event="login.success")
-    except ProtocolError as exc:
-        txn.state, txn.failure = "failed", exc.error
-        g.commit_despite_error = True
-        raise
+        credential_id: bytes | None = credential_id_of(credential)
+    except InvalidRequest as exc:
+        credential_id, malformed = None, exc
+    txn, found = load_for_assertion(txn_id, credential_id, address=client_address_key())
+    if txn.state != "pending":
+        raise _used(txn)
+    try:
+        if found is None:
+            raise malformed or Refusal(AssertionRefused("unknown credential", error="unknown_credential"), None,
+                                       "unknown_credential")
+        result = check_assertion(found, credential, challenge=txn.challenge, expected_state="active")
+    except (Refusal, InvalidRequest) as exc:
+        raise _refuse(txn, exc) from None
     device = found.device
-    txn.state = "authenticated"
-    txn.account_id = device.account_id
-    txn.device_serial = device.serial
-    txn.auth_time = int(utcnow().timestamp())
-    txn.amr = ["hwk", "user"] if result.user_verified else ["hwk"]
-    txn.acr = reached_acr(user_verified=result.user_verified, hardware=device.hardware_attested)
-    # The signature came from this browser: its session starts, and when nothing needs the
-    # person any more (a remembered consent), the answer goes to the service at once.
-    session = _start_session(txn, cross_device=False)
-    answered = consent.remembered_answer(txn, browser.SessionView(session, found.account), found.consent) \
-        if session else None
-    return jsonify({"status": "authenticated", "next": answered or _consent_url(txn)})
+    now = utcnow()
+    same_browser = browser.same_browser(txn.browser_binding)  # the signature came from this very browser
+    settled = {"account_id": device.account_id, "device_serial": device.serial, "auth_time": int(now.timestamp()),
+               "amr": ["hwk", "user"] if result.user_verified else ["hwk"],
+               "acr": reached_acr(user_verified=result.user_verified, hardware=device.hardware_attested),
+               "session_started": same_browser}
+    _settle(txn, **settled)
+    # When nothing needs the person any more (a remembered consent), the answer goes to the
+    # service at once and the transaction completes in the same compare-and-set.
+    checked = consent.remembered(txn, found.account, found.consent) if same_browser else None
+    state = "completed" if checked is not None else "authenticated"
+    if not _take(_SETTLE, txn, state=state, **settled):
+        raise _used(txn)
+    _settle(txn, state=state)
+    if not record_use(found, result, now=now):
+        _use_changed_device(txn, found, credential)
+    audit.record(current_db(), "login.success", serial=device.serial, account=device.account_id)
+    if not same_browser:  # approved on another device: the opening browser picks the session up
+        return jsonify({"status": "authenticated", "next": _consent_url(txn)})
+    session = browser.SessionView(_new_session(txn, cross_device=False), found.account)
+    answered = consent.finish_remembered(txn, session, checked) if checked is not None else _consent_url(txn)
+    return jsonify({"status": "authenticated", "next": answered})
 
 
-# The challenge is single use: pending → answering, once (idp.storage.single_use).
-_TAKE_CHALLENGE = (update(AuthorizationTransaction)
-                   .where(AuthorizationTransaction.id == bindparam("txn_id"),
-                          AuthorizationTransaction.state == "pending",
-                          AuthorizationTransaction.expires_at > bindparam("now"))
-                   .values(state="answering"))
+def _used(txn: AuthorizationTransaction) -> TransactionError:
+    current_db().refresh(txn)
+    return TransactionError(f"this transaction is {txn.state}; its challenge cannot be used again")
+
+
+def _refuse(txn: AuthorizationTransaction, exc: Refusal | InvalidRequest) -> ProtocolError:
+    """A refused assertion fails its transaction (the person may start again) once: only the
+    request that takes the pending state records the refusal (audit, failure count, clone hold)."""
+    error = exc.error if isinstance(exc, Refusal) else exc
+    if not _take(_SETTLE, txn, state="failed", failure=error.error):
+        return _used(txn)
+    g.commit_despite_error = True
+    if isinstance(exc, Refusal):
+        try:
+            exc.record("login.failure")
+        except AssertionRefused as unknown:
+            return unknown
+    return error
+
+
+def _use_changed_device(txn: AuthorizationTransaction, found: FoundDevice, credential: Any) -> None:
+    """The device changed between the read and the counter's compare-and-set (another login
+    with it, a suspension): check again on the row as it is now, under this request's write
+    lock (SQLite) or row lock (PostgreSQL), exactly as if the two had run one after the other."""
+    current_db().refresh(found.device, with_for_update=True)
+    try:
+        result = check_assertion(found, credential, challenge=txn.challenge, expected_state="active")
+    except Refusal as refusal:
+        txn.state, txn.failure = "failed", refusal.error.error
+        refusal.record("login.failure")
+        raise refusal.error from None
+    found.device.sign_count, found.device.last_used_at = result.new_sign_count, utcnow()
+    clear_failures(found)
+
+
+def _take(statement: Update, txn: AuthorizationTransaction, **values: Any) -> bool:
+    """pending → a final state, once (idp.storage.single_use): the challenge is spent."""
+    params = {"account_id": None, "device_serial": None, "auth_time": None, "amr": None, "acr": None,
+              "session_started": False, "failure": None, **values}
+    return current_db().connection().execute(statement, {
+        "txn_id": txn.id, "now": utcnow(), **{f"new_{key}": value for key, value in params.items()}}).rowcount == 1
+
+
+def _settle(txn: AuthorizationTransaction, **values: Any) -> None:
+    """Give the loaded transaction what was written (no second UPDATE at commit)."""
+    for key, value in values.items():
+        set_committed_value(txn, key, value)
+
+
+_TXN = AuthorizationTransaction.__table__.c
+_SETTLE = (update(AuthorizationTransaction.__table__)
+           .where(_TXN.id == bindparam("txn_id"), _TXN.state == "pending", _TXN.expires_at > bindparam("now"))
+           .values({column: bindparam(f"new_{column}") for column in (
+               "state", "account_id", "device_serial", "auth_time", "amr", "acr", "session_started", "failure")}))
 
 
 @bp.get("/login/status")
@@ -318,8 +393,11 @@ def status() -> ResponseReturnValue:
     return response
 
 
-def _next_for(txn: AuthorizationTransaction, *, cross_device: bool = True) -> str:
-    _start_session(txn, cross_device=cross_device)
+def _next_for(txn: AuthorizationTransaction) -> str:
+    """A session approved on another device, picked up by the opening browser (once)."""
+    if not txn.session_started and browser.same_browser(txn.browser_binding):
+        txn.session_started = True
+        _new_session(txn, cross_device=True)
     return _consent_url(txn)
 
 
@@ -327,8 +405,8 @@ def _consent_url(txn: AuthorizationTransaction) -> str:
     return services().settings.url(url_for("consent.consent_page", txn=txn.id))
 
 
-def _start_session(txn: AuthorizationTransaction, *, cross_device: bool) -> BrowserSession | None:
-    """Start the browser session once, in the opening browser only (None otherwise).
+def _new_session(txn: AuthorizationTransaction, *, cross_device: bool) -> BrowserSession:
+    """Start the browser session of a signed-in transaction, in the opening browser only.
 
     Only :func:`assertion` knows the signature came from this very browser. A session the
     opening browser picks up later (its status poll, or its page reloaded) was approved on
@@ -336,9 +414,6 @@ def _start_session(txn: AuthorizationTransaction, *, cross_device: bool) -> Brow
     Security BCP): that session finishes this one authorization request and nothing else,
     neither single sign-on to other RPs nor the account pages.
     """
-    if txn.session_started or not browser.same_browser(txn.browser_binding):
-        return None
-    txn.session_started = True
     return browser.start_session(account_id=txn.account_id, device_serial=txn.device_serial,
                                  auth_time=txn.auth_time, amr=list(txn.amr or []), acr=txn.acr,
                                  scope_txn=txn.id if cross_device else None)
