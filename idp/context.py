@@ -7,7 +7,7 @@ once, not per request; endpoints reach it through :func:`services`.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -15,6 +15,7 @@ from flask import current_app
 from joserfc.jwk import KeySet
 
 from idp.attestation import AttestationTrust, load_trust
+from idp.clients.cache import ClientCache
 from idp.ca.authority import CertificateAuthority
 from idp.clients.software_statement import load_authority_keys
 from idp.files import write_atomically
@@ -43,6 +44,7 @@ class Services:
     secret_key: str
     attestation: AttestationTrust
     authority_keys: KeySet | None = None  # the software-statement authority (RFC 7591 §2.3)
+    clients: ClientCache = field(default_factory=ClientCache)  # for /authorize and /token only
 
 
 def services() -> Services:

@@ -34,6 +34,7 @@ from joserfc.errors import JoseError
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from idp.clients import cache as client_cache
 from idp.clients.registry import RegisteredClient
 from idp.consent import consent_covers, find_consent
 from idp.context import services
@@ -46,7 +47,6 @@ from idp.oidc.session import current_db
 from idp.privacy import contains_individual_number
 from idp.policy import ACR_ORDER, acr_rank
 from idp.storage.models import AuthorizationTransaction, Consent, SessionClient, utcnow
-from idp.storage.rows import insert_row
 from idp.web import browser
 
 TRANSACTION_LIFETIME = timedelta(minutes=10)
@@ -505,8 +505,8 @@ def open_transaction(c: Checked, *, authenticated: browser.SessionView | None) -
         signed_in = {"state": "authenticated", "account_id": authenticated.account_id,
                      "device_serial": authenticated.device_serial, "auth_time": authenticated.auth_time,
                      "amr": authenticated.amr, "acr": authenticated.acr}
-    insert_row(
-        current_db(), AuthorizationTransaction,
+    client_cache.insert_row_confirming(
+        current_db(), AuthorizationTransaction, c.client.client_id,
         id=txn_id,
         client_id=c.client.client_id,
         request={**c.params, PUSHED_MARK: c.pushed, CHECKED_MARK: checked},

@@ -43,6 +43,7 @@ from joserfc.errors import JoseError
 from sqlalchemy import Row, and_, bindparam, or_, select, update
 
 from idp import audit
+from idp.clients import cache as client_cache
 from idp.clients import fapi
 from idp.clients.keys import ClientKeyError, client_key_resolver
 from idp.clients.registry import REQUEST_OBJECT_ALGS, RegisteredClient
@@ -164,19 +165,26 @@ def query_client(client_id: str) -> RegisteredClient | None:
         return None
     memo: dict[str, RegisteredClient | None] = g.setdefault("registered_clients", {})
     if client_id not in memo:
-        remember_client(client_id, current_db().connection().execute(_CLIENT_BY_ID, {"client_id": client_id}).first())
+        row = client_cache.cached(client_id)
+        if row is not None:
+            memo[client_id] = RegisteredClient(row)
+        else:
+            remember_client(client_id, current_db().connection().execute(_CLIENT_BY_ID, {"client_id": client_id}).first())
     client = memo[client_id]
     return client if client is not None and client.active else None
 
 
 def remember_client(client_id: str, row: Client | Row[Any] | None) -> None:
-    """Keep a client row read in this request (alone, or joined to what the request loads first)."""
+    """Keep a client row read in this request (alone, or joined to what the request loads
+    first), and in this process's cache (idp/clients/cache.py)."""
     memo: dict[str, RegisteredClient | None] = g.setdefault("registered_clients", {})
     memo[client_id] = RegisteredClient(row) if row is not None else None  # type: ignore[arg-type]
+    if row is not None:
+        client_cache.keep(row)
 
 
-# A client is read fresh on every request (an operator's `idp clients disable` in another process
-# takes effect at once), but as a plain row: a fifth of the ORM's cost, and once per request.
+# A client is read fresh on every request, except at /authorize and /token, whose outcome is a
+# write that checks the cached client is still current (idp/clients/cache.py); as a plain row.
 _CLIENT_BY_ID = select(Client.__table__).where(Client.__table__.c.client_id == bindparam("client_id"))
 
 
@@ -248,8 +256,8 @@ def with_token_type(token: dict[str, Any], request: OAuth2Request) -> dict[str, 
 def store_authorization_code(code: str, *, client_id: str, user: AuthorizedUser, params: dict[str, Any]) -> None:
     """Keep a code's digest with what the token request must match (RFC 6749 §4.1.3: the
     redirect_uri as sent, RFC 7636 §4.6: the PKCE challenge) and what the ID token says."""
-    insert_row(
-        current_db(), AuthorizationCode,
+    client_cache.insert_row_confirming(
+        current_db(), AuthorizationCode, client_id,
         code_hash=token_hash(code),
         client_id=client_id,
         account_id=user.account_id,
@@ -280,8 +288,14 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         digest = token_hash(code)
         now = utcnow()
         # a compare-and-set that reads the row
-        spent = session.connection().execute(_SPEND_CODE, {"digest": digest, "b_client_id": client.client_id,
-                                                           "now": now}).first()
+        revision = client_cache.guard(client.client_id)
+        params = {"digest": digest, "b_client_id": client.client_id, "now": now}
+        if revision is None:
+            spent = session.connection().execute(_SPEND_CODE, params).first()
+        else:  # the client came from this process's cache: spent only while it is current
+            spent = session.connection().execute(_SPEND_CODE_CONFIRMING, {
+                **params, "guard_client": client.client_id, "guard_revision": revision}).first()
+            client_cache.confirmed(spent is not None)
         if spent is not None:
             return StoredCode(spent)
         row = session.get(AuthorizationCode, digest, populate_existing=True)
@@ -317,6 +331,7 @@ _SPEND_CODE = (update(_CODES)
                .where(_CODES.c.code_hash == bindparam("digest"), _CODES.c.client_id == bindparam("b_client_id"),
                       _CODES.c.used_at.is_(None), _CODES.c.expires_at > bindparam("now"))
                .values(used_at=bindparam("now")).returning(*_CODES.c))
+_SPEND_CODE_CONFIRMING = _SPEND_CODE.where(client_cache.current())
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):

@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 from joserfc import jwt
 
 from idp import audit
+from idp.clients import cache as client_cache
 from idp.clients import onboarding
 from idp.clients.registry import (
     RegisteredClient,
@@ -65,12 +66,12 @@ def jwks() -> ResponseReturnValue:
 
 @bp.route("/authorize", methods=["GET", "POST"])
 def authorize() -> ResponseReturnValue:
-    return authorize_mod.handle()
+    return client_cache.answer_with_cached_clients(authorize_mod.handle)
 
 
 @bp.post("/token")
 def token() -> ResponseReturnValue:
-    return _no_store(_server().create_token_response())
+    return _no_store(client_cache.answer_with_cached_clients(_server().create_token_response))
 
 
 @bp.post("/par")

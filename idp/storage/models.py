@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -167,6 +168,14 @@ class Client(Base):
     client_metadata: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Incremented by every change (below): a process that keeps a client checks it in the
+    # statement that relies on it (idp/clients/cache.py).
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+@event.listens_for(Client, "before_update")
+def _next_revision(mapper: Any, connection: Any, client: Client) -> None:
+    client.revision = (client.revision or 0) + 1
 
 
 class InitialAccessToken(Base):
