@@ -49,13 +49,14 @@ class Deployment:
         from sqlalchemy import create_engine, select
         from sqlalchemy.orm import Session
 
-        from idp.storage.models import AuthorizationCode
+        from idp.storage.models import AuthorizationTransaction
 
         engine = create_engine(self.env["IDP_DATABASE_URL"])
         try:
             with Session(engine) as session, session.begin():
-                for code in session.scalars(select(AuthorizationCode)):
-                    code.expires_at = code.expires_at - timedelta(seconds=seconds)
+                codes = select(AuthorizationTransaction).where(AuthorizationTransaction.code_hash.is_not(None))
+                for txn in session.scalars(codes):  # a code is kept on the transaction it ended
+                    txn.code_expires_at = txn.code_expires_at - timedelta(seconds=seconds)
         finally:
             engine.dispose()
 

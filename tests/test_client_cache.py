@@ -74,7 +74,7 @@ def test_a_warm_login_reads_no_client_at_authorize_or_token(idp, client, person)
         login(idp, client, device)
     assert not any("FROM clients" in s and s.startswith("SELECT") for s in at_authorize), at_authorize
     assert len(at_authorize) == 1 and at_authorize[0].startswith("INSERT INTO authorization_transactions")
-    assert len(at_token) == 2 and at_token[0].startswith("UPDATE authorization_codes"), at_token
+    assert len(at_token) == 2 and at_token[0].startswith("UPDATE authorization_transactions"), at_token
 
 
 def test_a_redirect_uri_added_elsewhere_is_accepted_at_once(idp, client, person):

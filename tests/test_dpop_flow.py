@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 
-from idp.storage.models import AuthorizationCode, Token
+from idp.storage.models import AuthorizationTransaction, Token
 from tests.support.core import callback, db, error_of, register
 from tests.support.dpop import DPoPKey, send
 from tests.support.rp import AuthorizationError, RelyingParty, RPError
@@ -216,13 +216,19 @@ def test_other_categories_keep_bearer_tokens_without_proofs(idp, person, browser
     assert error_of(refused, status=401, error="invalid_token")
 
 
+def code_transaction(session, rp) -> AuthorizationTransaction:
+    """The newest transaction of ``rp`` that ended in a code (the code is kept on it)."""
+    return session.query(AuthorizationTransaction).filter(
+        AuthorizationTransaction.client_id == rp.client_id, AuthorizationTransaction.code_hash.is_not(None)) \
+        .order_by(AuthorizationTransaction.code_expires_at.desc()).first()
+
+
 def test_dpop_jkt_at_authorization_binds_the_code(idp, person, browser):
     rp = register(idp, "municipal", token_endpoint_auth_method="none")
     holder, other = DPoPKey(), DPoPKey()
     request, code = code_for(idp, browser, rp, person, dpop_jkt=holder.jkt)
     with db(idp) as session:
-        assert session.query(AuthorizationCode).filter(AuthorizationCode.client_id == rp.client_id).one().dpop_jkt \
-            == holder.jkt
+        assert code_transaction(session, rp).request["dpop_jkt"] == holder.jkt
     data = {**code_grant(request, code), "client_id": rp.client_id}
     endpoint = rp.provider["token_endpoint"]
     assert error_of(rp.session.post(endpoint, data=data, timeout=10), error="invalid_dpop_proof")
@@ -245,9 +251,7 @@ def test_a_proof_at_par_binds_the_code_to_its_key(idp, bank, person, browser):
     only redeemable with that key, and a dpop_jkt naming another key is refused."""
     request, code = code_for(idp, browser, bank, person)
     with db(idp) as session:
-        row = session.query(AuthorizationCode).filter(AuthorizationCode.client_id == bank.client_id) \
-            .order_by(AuthorizationCode.created_at.desc()).first()
-        assert row.dpop_jkt == bank.dpop.jkt
+        assert code_transaction(session, bank).request["dpop_jkt"] == bank.dpop.jkt
     other = DPoPKey()
     other.nonce = bank.dpop.nonce
     refused = token_call(bank, code_grant(request, code), other.proof("POST", bank.provider["token_endpoint"]))

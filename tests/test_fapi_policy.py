@@ -18,7 +18,7 @@ import requests
 from jwcrypto.jwk import JWK
 from jwcrypto.jwt import JWT
 
-from idp.storage.models import AuthorizationCode
+from idp.storage.models import AuthorizationTransaction, utcnow
 from tests.support.core import callback, db, error_of, redirect_uri, register
 from tests.support.rp import ASSERTION_TYPE, AuthorizationError, RelyingParty, RPError, post_registration
 
@@ -73,8 +73,9 @@ def test_financial_codes_live_at_most_sixty_seconds(idp, person, browser):
     wallet, device = person
     callback(idp, browser, rp, device, wallet=wallet)
     with db(idp) as session:
-        row = session.query(AuthorizationCode).filter(AuthorizationCode.client_id == rp.client_id).one()
-        assert (row.expires_at - row.created_at).total_seconds() <= 60
+        row = session.query(AuthorizationTransaction).filter(AuthorizationTransaction.client_id == rp.client_id,
+                                                             AuthorizationTransaction.code_hash.is_not(None)).one()
+        assert (row.code_expires_at - utcnow()).total_seconds() <= 60
 
 
 @pytest.fixture(scope="module")

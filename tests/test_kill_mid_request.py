@@ -52,11 +52,11 @@ ORPHANS = {
         SELECT b.id FROM jpki_bindings b
         WHERE NOT EXISTS (SELECT 1 FROM device_certificates d WHERE d.jpki_binding_id = b.id)""",
     "token whose code is not spent": """
-        SELECT t.id FROM tokens t LEFT JOIN authorization_codes c ON c.code_hash = t.code_hash
-        WHERE t.code_hash IS NOT NULL AND (c.code_hash IS NULL OR c.used_at IS NULL)""",
+        SELECT t.id FROM tokens t LEFT JOIN authorization_transactions c ON c.code_hash = t.code_hash
+        WHERE t.code_hash IS NOT NULL AND (c.code_hash IS NULL OR c.code_used_at IS NULL)""",
     "spent code without its tokens": """
-        SELECT c.code_hash FROM authorization_codes c
-        WHERE c.used_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.code_hash = c.code_hash)""",
+        SELECT c.code_hash FROM authorization_transactions c
+        WHERE c.code_used_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.code_hash = c.code_hash)""",
 }
 
 
@@ -136,8 +136,8 @@ def token_step(server: ServedIdP) -> Step:
     endpoint = client.provider["token_endpoint"]
     digest = token_hash(params["code"])
     return Step(requests.Request("POST", endpoint, data=form, auth=client.client_auth()).prepare(),
-                lambda: _count(server, "SELECT count(*) FROM authorization_codes WHERE code_hash = :h "
-                                       "AND used_at IS NOT NULL", h=digest) == 1,
+                lambda: _count(server, "SELECT count(*) FROM authorization_transactions WHERE code_hash = :h "
+                                       "AND code_used_at IS NOT NULL", h=digest) == 1,
                 lambda: requests.post(endpoint, data=form, auth=client.client_auth(), timeout=30))
 
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
 from idp.ca import lifecycle
-from idp.storage.models import AuditEntry, AuthorizationCode, Consent, DeviceCertificate, utcnow
+from idp.storage.models import AuditEntry, AuthorizationTransaction, Consent, DeviceCertificate, utcnow
 from tests.conftest import RunningIdP
 from tests.support import core
 from tests.support.authenticator import SoftAuthenticator, b64url
@@ -385,7 +385,8 @@ def _post_consent(idp: RunningIdP, browser: requests.Session, form: Any, decisio
 
 def _granted(idp: RunningIdP, rp: RelyingParty) -> tuple[int, int]:
     return (core.db_count(idp, Consent, Consent.client_id == rp.client_id),
-            core.db_count(idp, AuthorizationCode, AuthorizationCode.client_id == rp.client_id))
+            core.db_count(idp, AuthorizationTransaction, AuthorizationTransaction.client_id == rp.client_id,
+                          AuthorizationTransaction.code_hash.is_not(None)))
 
 
 def test_consent_deny_redirects_access_denied(idp: RunningIdP, device: Enrolled, browser) -> None:  # type: ignore[no-untyped-def]

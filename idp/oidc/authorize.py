@@ -42,7 +42,7 @@ from idp.errors import UnsafeAuthorizationRequest
 from idp.oidc import claims as claims_mod
 from idp.oidc import dpop, request_object
 from idp.oidc.par import PUSHED_MARK, take_pushed_request
-from idp.oidc.server import AUTHORIZATION_CODE_BYTES, AuthorizedUser, query_client, store_authorization_code
+from idp.oidc.server import CHECKED_MARK, AuthorizedUser, new_code, query_client
 from idp.oidc.session import current_db
 from idp.privacy import contains_individual_number
 from idp.policy import ACR_ORDER, acr_rank
@@ -63,8 +63,6 @@ AUTHORIZATION_PARAMETERS = frozenset({
     "code_challenge", "code_challenge_method", "purpose", "dpop_jkt",
 })
 MAX_STORED_PARAMETERS = 16 * 1024  # characters of all kept values together
-# The key under which a transaction's stored request keeps what validating it learned.
-CHECKED_MARK = "_checked"
 
 
 class AuthorizationError(Exception):
@@ -409,22 +407,26 @@ def session_satisfies(c: Checked, session: browser.SessionView | None) -> bool:
     return True
 
 
-def issue_code(c: Checked, user: AuthorizedUser, session: browser.SessionView) -> Response:
+def issue_code(c: Checked, user: AuthorizedUser, session: browser.SessionView,
+               complete: Callable[[dict[str, Any]], None]) -> Response:
     """The code response (OIDC Core §3.1.2.5, RFC 6749 §4.1.2) with ``iss`` (RFC 9207 §2);
     records the client in the browser session for logout.
 
-    The request was validated once, when it arrived (:func:`validate`); the code is issued
-    here directly rather than through authlib's authorization response, which would
-    validate the whole request a further time.
+    A code is its transaction's outcome: ``complete`` is the caller's one write that completes
+    the transaction, given the code's columns (none for an error response), so the code is
+    kept by the same compare-and-set that ends the transaction. The request was validated
+    once, when it arrived (:func:`validate`); the code is issued here directly rather than
+    through authlib's authorization response, which would validate the whole request again.
     """
     essential = essential_acr_values(c.claims_request)
     if essential is not None and user.acr not in essential:
+        complete({})
         return error_redirect(c.redirect_uri, "access_denied", "the essential acr could not be met",
                               c.params.get("state"))
     user.nonce = c.params.get("nonce")
     remember_session_client(session, c.client.client_id)
-    code = secrets.token_urlsafe(AUTHORIZATION_CODE_BYTES)
-    store_authorization_code(code, client_id=c.client.client_id, user=user, params=c.params)
+    code, columns = new_code(user)
+    complete(columns)
     answer = [("code", code)]
     if c.params.get("state"):
         answer.append(("state", c.params["state"]))
@@ -484,7 +486,7 @@ def handle() -> Response:
         if "consent" not in c.prompts and consent_answers(
                 find_consent(current_db(), session.account_id, c.client.client_id), c.params, c.client,
                 c.claims_request):
-            return issue_code(c, authorized_user(session, c), session)
+            return issue_code(c, authorized_user(session, c), session, _completed_transaction(c, session))
         if "none" in c.prompts:
             return error_redirect(c.redirect_uri, "consent_required", "consent is needed", c.params.get("state"))
         return redirect(f"/consent?txn={open_transaction(c, authenticated=session)}", code=302)
@@ -493,7 +495,15 @@ def handle() -> Response:
     return redirect(f"/login?txn={open_transaction(c, authenticated=None)}", code=302)
 
 
-def open_transaction(c: Checked, *, authenticated: browser.SessionView | None) -> str:
+def _completed_transaction(c: Checked, session: browser.SessionView) -> Callable[[dict[str, Any]], None]:
+    """A code issued at once (single sign-on) is kept on a transaction written completed."""
+    def complete(code: dict[str, Any]) -> None:
+        if code:
+            open_transaction(c, authenticated=session, state="completed", **code)
+    return complete
+
+
+def open_transaction(c: Checked, *, authenticated: browser.SessionView | None, **settled: Any) -> str:
     """Open a transaction for the login or consent step; returns its id.
 
     It keeps the request with what validating it learned (:data:`CHECKED_MARK`), so the
@@ -514,7 +524,7 @@ def open_transaction(c: Checked, *, authenticated: browser.SessionView | None) -
         challenge=secrets.token_bytes(32),
         confirmation_code=f"{secrets.randbelow(10_000):04d}",
         expires_at=utcnow() + TRANSACTION_LIFETIME,
-        **signed_in,
+        **{**signed_in, **settled},
     )
     return txn_id
 

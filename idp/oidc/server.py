@@ -53,7 +53,7 @@ from idp.oidc import dpop
 from idp.oidc.session import current_db
 from idp.oidc.token_family import revoke_tokens
 from idp.ops import metrics
-from idp.storage.models import Account, AuthorizationCode, Client, Consent, Token, utcnow
+from idp.storage.models import Account, AuthorizationTransaction, Client, Consent, Token, utcnow
 from idp.storage.rows import insert_row
 from idp.storage.single_use import compare_and_set
 
@@ -63,6 +63,8 @@ CODE_LIFETIME = 60
 # assertion is a client bug; keeping its jti a year serves nobody).
 MAX_JTI_MEMORY_SECONDS = 366 * 24 * 3600
 AUTHORIZATION_CODE_BYTES = 36  # 288 random bits, 48 base64url characters (RFC 6749 §10.10)
+# The key under which a transaction's stored request keeps what validating it learned.
+CHECKED_MARK = "_checked"
 
 
 def token_hash(value: str) -> str:
@@ -96,7 +98,7 @@ class AuthorizedUser:
 
 @dataclass
 class StoredCode(AuthorizationCodeMixin):
-    row: Row[Any]  # the authorization_codes row as it was spent
+    row: SpentCode
 
     @property
     def code_challenge(self) -> str | None:
@@ -253,28 +255,47 @@ def with_token_type(token: dict[str, Any], request: OAuth2Request) -> dict[str, 
     return token
 
 
-def store_authorization_code(code: str, *, client_id: str, user: AuthorizedUser, params: dict[str, Any]) -> None:
-    """Keep a code's digest with what the token request must match (RFC 6749 §4.1.3: the
-    redirect_uri as sent, RFC 7636 §4.6: the PKCE challenge) and what the ID token says."""
-    client_cache.insert_row_confirming(
-        current_db(), AuthorizationCode, client_id,
-        code_hash=token_hash(code),
-        client_id=client_id,
-        account_id=user.account_id,
-        redirect_uri=params.get("redirect_uri") or "",
-        scope=params.get("scope") or "",
-        nonce=params.get("nonce"),
-        code_challenge=params.get("code_challenge"),
-        code_challenge_method=params.get("code_challenge_method"),
-        claims=user.claims_request,
-        session_id=user.session_id,
-        device_serial=user.device_serial,
-        auth_time=user.auth_time,
-        acr=user.acr,
-        amr=user.amr,
-        expires_at=utcnow() + timedelta(seconds=CODE_LIFETIME),
-        dpop_jkt=params.get("dpop_jkt"),  # RFC 9449 §10, checked at authorization / PAR
-    )
+def new_code(user: AuthorizedUser) -> tuple[str, dict[str, Any]]:
+    """A fresh authorization code and what keeps it on its transaction (whose completing
+    compare-and-set writes them): its digest only, its expiry and the per-client ``sid``.
+    What the token request must match (RFC 6749 §4.1.3: the redirect_uri as sent; RFC 7636
+    §4.6: the PKCE challenge; RFC 9449 §10: ``dpop_jkt``) and what the ID token says are the
+    transaction's stored request and login (:class:`SpentCode`)."""
+    code = secrets.token_urlsafe(AUTHORIZATION_CODE_BYTES)
+    return code, {"code_hash": token_hash(code), "code_expires_at": utcnow() + timedelta(seconds=CODE_LIFETIME),
+                  "code_session_id": user.session_id}
+
+
+@dataclass(frozen=True)
+class SpentCode:
+    """An authorization code as its exchange reads it, from the transaction it ended."""
+
+    code_hash: str
+    client_id: str
+    account_id: str
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    claims: dict[str, Any] | None
+    session_id: str | None
+    device_serial: str | None
+    auth_time: int
+    acr: str
+    amr: list[str]
+    dpop_jkt: str | None
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> SpentCode:
+        request: dict[str, Any] = row.request
+        checked = request.get(CHECKED_MARK) or {}
+        return cls(code_hash=row.code_hash, client_id=row.client_id, account_id=row.account_id,
+                   redirect_uri=request.get("redirect_uri") or "", scope=request.get("scope") or "",
+                   nonce=request.get("nonce"), code_challenge=request.get("code_challenge"),
+                   code_challenge_method=request.get("code_challenge_method"), claims=checked.get("claims"),
+                   session_id=row.code_session_id, device_serial=row.device_serial, auth_time=row.auth_time,
+                   acr=row.acr, amr=list(row.amr or []), dpop_jkt=request.get("dpop_jkt"))
 
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
@@ -297,10 +318,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 **params, "guard_client": client.client_id, "guard_revision": revision}).first()
             client_cache.confirmed(spent is not None)
         if spent is not None:
-            return StoredCode(spent)
-        row = session.get(AuthorizationCode, digest, populate_existing=True)
-        if row is not None and row.client_id == client.client_id and row.used_at is not None:
-            revoke_tokens(session, family=row.code_hash)
+            return StoredCode(SpentCode.of(spent))
+        used = session.connection().execute(_USED_CODE, {"digest": digest}).first()
+        if used is not None and used.client_id == client.client_id and used.code_used_at is not None:
+            revoke_tokens(session, family=digest)
             g.commit_despite_error = True
         return None
 
@@ -325,12 +346,15 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         return with_token_type(token, self.request)
 
 
-_CODES = AuthorizationCode.__table__
+_TXN = AuthorizationTransaction.__table__.c
 # The spent code comes back as a plain row (read only from here on: the ID token and the token row)
-_SPEND_CODE = (update(_CODES)
-               .where(_CODES.c.code_hash == bindparam("digest"), _CODES.c.client_id == bindparam("b_client_id"),
-                      _CODES.c.used_at.is_(None), _CODES.c.expires_at > bindparam("now"))
-               .values(used_at=bindparam("now")).returning(*_CODES.c))
+_SPEND_CODE = (update(AuthorizationTransaction.__table__)
+               .where(_TXN.code_hash == bindparam("digest"), _TXN.client_id == bindparam("b_client_id"),
+                      _TXN.code_used_at.is_(None), _TXN.code_expires_at > bindparam("now"))
+               .values(code_used_at=bindparam("now"))
+               .returning(_TXN.code_hash, _TXN.client_id, _TXN.account_id, _TXN.request, _TXN.code_session_id,
+                          _TXN.device_serial, _TXN.auth_time, _TXN.acr, _TXN.amr))
+_USED_CODE = select(_TXN.client_id, _TXN.code_used_at).where(_TXN.code_hash == bindparam("digest"))
 _SPEND_CODE_CONFIRMING = _SPEND_CODE.where(client_cache.current())
 
 

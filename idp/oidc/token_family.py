@@ -15,7 +15,7 @@ from __future__ import annotations
 from sqlalchemy import ColumnElement, update
 from sqlalchemy.orm import Session
 
-from idp.storage.models import AuthorizationCode, Token, utcnow
+from idp.storage.models import AuthorizationTransaction, Token, utcnow
 
 
 def revoke_tokens(session: Session, *, device_serial: str | None = None, account_id: str | None = None,
@@ -24,11 +24,12 @@ def revoke_tokens(session: Session, *, device_serial: str | None = None, account
     returns how many live tokens were ended. At least one selector is required."""
     token_where: list[ColumnElement[bool]] = []
     code_where: list[ColumnElement[bool]] = []
+    codes = AuthorizationTransaction  # a code is kept on the transaction it ended
     for value, token_column, code_column in (
-            (device_serial, Token.device_serial, AuthorizationCode.device_serial),
-            (account_id, Token.account_id, AuthorizationCode.account_id),
-            (client_id, Token.client_id, AuthorizationCode.client_id),
-            (family, Token.code_hash, AuthorizationCode.code_hash)):
+            (device_serial, Token.device_serial, codes.device_serial),
+            (account_id, Token.account_id, codes.account_id),
+            (client_id, Token.client_id, codes.client_id),
+            (family, Token.code_hash, codes.code_hash)):
         if value is not None:
             token_where.append(token_column == value)
             code_where.append(code_column == value)
@@ -36,6 +37,6 @@ def revoke_tokens(session: Session, *, device_serial: str | None = None, account
         raise ValueError("revoke_tokens needs a device, account, client or family")
     ended = session.execute(update(Token).where(*token_where, Token.revoked.is_(False)).values(revoked=True)
                             .execution_options(synchronize_session="fetch")).rowcount
-    session.execute(update(AuthorizationCode).where(*code_where, AuthorizationCode.used_at.is_(None))
-                    .values(used_at=utcnow()).execution_options(synchronize_session="fetch"))
+    session.execute(update(codes).where(*code_where, codes.code_hash.is_not(None), codes.code_used_at.is_(None))
+                    .values(code_used_at=utcnow()).execution_options(synchronize_session="fetch"))
     return ended

@@ -220,6 +220,13 @@ class AuthorizationTransaction(Base):
     # When the wallet page for this sign-in was first opened (the QR code was scanned), so the
     # computer can show "opened on your phone" before the approval arrives.
     phone_opened_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The authorization code the transaction ended in (RFC 6749 §4.1.2), as a digest, written by
+    # the compare-and-set that completes it; what the token request must match is the stored
+    # request itself (idp/oidc/codes.py). ``code_session_id`` is the per-client ``sid``.
+    code_hash: Mapped[str | None] = mapped_column(String(64), default=None, index=True, unique=True)
+    code_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    code_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    code_session_id: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class BrowserSession(Base):
@@ -239,29 +246,6 @@ class BrowserSession(Base):
     # Set for a session approved on another device (a phone scanning the QR code): it may
     # finish only this authorization transaction (OAuth Cross-Device Flows Security BCP).
     scope_txn: Mapped[str | None] = mapped_column(String(64), default=None)
-
-
-class AuthorizationCode(Base):
-    __tablename__ = "authorization_codes"
-    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id"))
-    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
-    redirect_uri: Mapped[str] = mapped_column(Text)
-    scope: Mapped[str] = mapped_column(Text)
-    nonce: Mapped[str | None] = mapped_column(Text, default=None)
-    code_challenge: Mapped[str | None] = mapped_column(String(128), default=None)
-    code_challenge_method: Mapped[str | None] = mapped_column(String(8), default=None)
-    claims: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    session_id: Mapped[str | None] = mapped_column(String(64), default=None)
-    device_serial: Mapped[str | None] = mapped_column(String(42), default=None)
-    auth_time: Mapped[int] = mapped_column(BigInteger)
-    acr: Mapped[str] = mapped_column(String(64))
-    amr: Mapped[list[str]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column()
-    used_at: Mapped[datetime | None] = mapped_column(default=None)
-    # RFC 9449 §10: the JWK thumbprint the code is bound to (``dpop_jkt`` or a DPoP proof at PAR)
-    dpop_jkt: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class Token(Base):

@@ -1,7 +1,7 @@
 """Deleting what can no longer be used, so one-time state does not grow without bound.
 
 Only rows past their own expiry (plus a day's grace for investigations) go: finished or
-expired authorization transactions and enrolments, authorization codes, pushed requests,
+expired authorization transactions (with their codes) and enrolments, pushed requests,
 remembered one-time values, ended browser sessions, and tokens whose access and refresh
 lifetimes are both over; disclosure records after ``DISCLOSURE_RETENTION`` (the period the
 README promises people). Consents, certificates and the audit log are kept (the audit log
@@ -17,7 +17,6 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from idp.storage.models import (
-    AuthorizationCode,
     AuthorizationTransaction,
     BrowserSession,
     Disclosure,
@@ -39,8 +38,10 @@ def prune(session: Session) -> dict[str, int]:
     ended = or_(BrowserSession.expires_at < cutoff, BrowserSession.ended_at < cutoff)
     ended_ids = session.scalars(select(BrowserSession.id).where(ended)).all()
     counts = {
-        "authorization_transactions": AuthorizationTransaction.expires_at < cutoff,
-        "authorization_codes": AuthorizationCode.expires_at < cutoff,
+        # with the code each may have ended in (kept on it)
+        "authorization_transactions": and_(AuthorizationTransaction.expires_at < cutoff,
+                                           or_(AuthorizationTransaction.code_expires_at.is_(None),
+                                               AuthorizationTransaction.code_expires_at < cutoff)),
         "par_requests": ParRequest.expires_at < cutoff,
         "seen_once": SeenOnce.expires_at < utcnow(),
         "enrollments": or_(and_(Enrollment.activation_expires_at.is_(None), Enrollment.expires_at < cutoff),
@@ -48,8 +49,7 @@ def prune(session: Session) -> dict[str, int]:
         "tokens": and_(Token.issued_at + Token.expires_in < epoch_cutoff,
                        or_(Token.refresh_expires_at.is_(None), Token.refresh_expires_at < epoch_cutoff)),
     }
-    models = {"authorization_transactions": AuthorizationTransaction, "authorization_codes": AuthorizationCode,
-              "par_requests": ParRequest, "seen_once": SeenOnce, "enrollments": Enrollment, "tokens": Token}
+    models = {"authorization_transactions": AuthorizationTransaction, "par_requests": ParRequest, "seen_once": SeenOnce, "enrollments": Enrollment, "tokens": Token}
     result = {name: session.execute(delete(models[name]).where(condition)).rowcount
               for name, condition in counts.items()}
     result["disclosures"] = session.execute(delete(Disclosure).where(

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any
+from typing import Any, Callable
 
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from sqlalchemy import update
 
 from idp import audit
 from idp.consent import find_consent, grant_consent
@@ -95,23 +96,31 @@ def _resume(txn: AuthorizationTransaction, session: browser.SessionView) -> Chec
     return stored_request(txn, session.account)
 
 
-def answer(txn: AuthorizationTransaction, state: str) -> None:
-    """authenticated → ``state`` (completed or denied) in one compare-and-set: of any number
-    of concurrent submissions (or page loads answered by a remembered consent) exactly one
-    answers the transaction; the others are told it was already answered."""
+def answer(txn: AuthorizationTransaction, state: str, **code: Any) -> None:
+    """authenticated → ``state`` (completed, with its ``code`` columns, or denied) in one
+    compare-and-set: of any number of concurrent submissions (or page loads answered by a
+    remembered consent) exactly one answers the transaction; the others are told it was
+    already answered."""
     if not compare_and_set(current_db(), AuthorizationTransaction, AuthorizationTransaction.id == txn.id,
-                           AuthorizationTransaction.state == "authenticated", state=state):
+                           AuthorizationTransaction.state == "authenticated", state=state, **code):
         raise AccessDenied("this sign-in has already been answered", error="already_answered")
 
 
-def _finish(txn: AuthorizationTransaction, session: browser.SessionView, checked: Checked, *,
-            answered: bool = False) -> Response:
-    if not answered:
-        answer(txn, "completed")
+def _finish(txn: AuthorizationTransaction, session: browser.SessionView, checked: Checked,
+            complete: Callable[[dict[str, Any]], None] | None = None) -> Response:
+    """The code response; ``complete`` (by default :func:`answer`) completes the transaction
+    with the code."""
     user = AuthorizedUser(account_id=session.account_id, known_account=session.account, auth_time=txn.auth_time,
                           acr=txn.acr, amr=list(txn.amr or []), session_id=session.client_sid(txn.client_id),
                           claims_request=checked.claims_request, device_serial=txn.device_serial)
-    return issue_code(checked, user, session)
+    return issue_code(checked, user, session, complete or (lambda code: answer(txn, "completed", **code)))
+
+
+def _keep_code(txn: AuthorizationTransaction, code: dict[str, Any]) -> None:
+    """The code of a transaction this request has already completed (:func:`answer`)."""
+    if code:
+        current_db().execute(update(AuthorizationTransaction).where(AuthorizationTransaction.id == txn.id)
+                             .values(**code))
 
 
 def _remembered(checked: Checked, consent: Consent | None) -> bool:
@@ -136,10 +145,11 @@ def remembered(txn: AuthorizationTransaction, account: Account, consent: Consent
     return checked
 
 
-def finish_remembered(txn: AuthorizationTransaction, session: browser.SessionView, checked: Checked) -> str:
+def finish_remembered(txn: AuthorizationTransaction, session: browser.SessionView, checked: Checked,
+                      complete: Callable[[dict[str, Any]], None]) -> str:
     """The service's redirect URI with the code: the consent page's answer without the round
-    trip (the login has already completed the transaction in its compare-and-set)."""
-    return _finish(txn, session, checked, answered=True).location
+    trip; ``complete`` is the login's compare-and-set that ends the transaction with the code."""
+    return _finish(txn, session, checked, complete).location
 
 
 @bp.get("/consent")
@@ -204,4 +214,4 @@ def consent_decision() -> ResponseReturnValue:
     grant_consent(current_db(), account_id=txn.account_id, client_id=txn.client_id, claims=release.all,
                   scopes=consented_scopes(checked.params), purpose=purpose_for(checked.params, checked.client),
                   policy_version=services().policy.version, remember=request.form.get("remember") == "1")
-    return _finish(txn, session, checked, answered=True)
+    return _finish(txn, session, checked, lambda code: _keep_code(txn, code))

@@ -303,21 +303,30 @@ def assertion() -> ResponseReturnValue:
                "acr": reached_acr(user_verified=result.user_verified, hardware=device.hardware_attested),
                "session_started": same_browser}
     _settle(txn, **settled)
-    # When nothing needs the person any more (a remembered consent), the answer goes to the
-    # service at once and the transaction completes in the same compare-and-set.
-    checked = consent.remembered(txn, found.account, found.consent) if same_browser else None
-    state = "completed" if checked is not None else "authenticated"
-    if not _take(_SETTLE, txn, state=state, **settled):
-        raise _used(txn)
-    _settle(txn, state=state)
     if not record_use(found, result, now=now):
         _use_changed_device(txn, found, credential)
     audit.record(current_db(), "login.success", serial=device.serial, account=device.account_id)
-    if not same_browser:  # approved on another device: the opening browser picks the session up
+    # When nothing needs the person any more (a remembered consent), the answer goes to the
+    # service at once: the transaction completes with its code in its one compare-and-set.
+    checked = consent.remembered(txn, found.account, found.consent) if same_browser else None
+    if checked is None:
+        _complete(txn, "authenticated", settled)
+        if same_browser:
+            _new_session(txn, cross_device=False)
+        # approved on another device: the opening browser picks the session up (_next_for)
         return jsonify({"status": "authenticated", "next": _consent_url(txn)})
     session = browser.SessionView(_new_session(txn, cross_device=False), found.account)
-    answered = consent.finish_remembered(txn, session, checked) if checked is not None else _consent_url(txn)
+    answered = consent.finish_remembered(txn, session, checked,
+                                         lambda code: _complete(txn, "completed", {**settled, **code}))
     return jsonify({"status": "authenticated", "next": answered})
+
+
+def _complete(txn: AuthorizationTransaction, state: str, values: dict[str, Any]) -> None:
+    """pending → ``state`` with what the login settled, once: the challenge is spent (a
+    concurrent copy that got here first makes this request fail whole, its writes undone)."""
+    if not _take(_SETTLE, txn, state=state, **values):
+        raise _used(txn)
+    _settle(txn, state=state)
 
 
 def _used(txn: AuthorizationTransaction) -> TransactionError:
@@ -348,9 +357,7 @@ def _use_changed_device(txn: AuthorizationTransaction, found: FoundDevice, crede
     try:
         result = check_assertion(found, credential, challenge=txn.challenge, expected_state="active")
     except Refusal as refusal:
-        txn.state, txn.failure = "failed", refusal.error.error
-        refusal.record("login.failure")
-        raise refusal.error from None
+        raise _refuse(txn, refusal) from None
     found.device.sign_count, found.device.last_used_at = result.new_sign_count, utcnow()
     clear_failures(found)
 
@@ -358,7 +365,8 @@ def _use_changed_device(txn: AuthorizationTransaction, found: FoundDevice, crede
 def _take(statement: Update, txn: AuthorizationTransaction, **values: Any) -> bool:
     """pending → a final state, once (idp.storage.single_use): the challenge is spent."""
     params = {"account_id": None, "device_serial": None, "auth_time": None, "amr": None, "acr": None,
-              "session_started": False, "failure": None, **values}
+              "session_started": False, "failure": None, "code_hash": None, "code_expires_at": None,
+              "code_session_id": None, **values}
     return current_db().connection().execute(statement, {
         "txn_id": txn.id, "now": utcnow(), **{f"new_{key}": value for key, value in params.items()}}).rowcount == 1
 
@@ -373,7 +381,8 @@ _TXN = AuthorizationTransaction.__table__.c
 _SETTLE = (update(AuthorizationTransaction.__table__)
            .where(_TXN.id == bindparam("txn_id"), _TXN.state == "pending", _TXN.expires_at > bindparam("now"))
            .values({column: bindparam(f"new_{column}") for column in (
-               "state", "account_id", "device_serial", "auth_time", "amr", "acr", "session_started", "failure")}))
+               "state", "account_id", "device_serial", "auth_time", "amr", "acr", "session_started", "failure",
+               "code_hash", "code_expires_at", "code_session_id")}))
 
 
 @bp.get("/login/status")
