@@ -23,7 +23,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from idp.oidc.server import create_server
     from idp.ops import health, logs, metrics, outage
     from idp.signing import web as signing_web
-    from idp.web import account, browser, consent, dev_host, guide, headers, i18n, input_guard, login, ratelimit
+    from idp.web import (account, browser, consent, dev_host, guide, headers, i18n, input_guard, login, page_cache,
+                         ratelimit)
 
     settings = settings or Settings.from_env()
     services = load_services(settings)
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     db_session.init_app(app)
     browser.init_app(app)
     i18n.init_app(app)
+    page_cache.init_app(app)
     app.extensions["idp.oauth"] = create_server(app)
     for blueprint in (health.bp, oidc_views.bp, openapi.bp, enrollment.bp, login.bp, consent.bp, account.bp,
                       ca_views.bp, guide.bp):

@@ -26,7 +26,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Update, update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -47,16 +47,6 @@ def compare_and_set(session: Session, entity: type, *expected: ColumnElement[boo
         raise ValueError("compare_and_set needs a condition and new values")
     result = session.execute(
         update(entity).where(*expected).values(**values).execution_options(synchronize_session="fetch"))
-    return result.rowcount == 1
-
-
-def compare_and_set_built(session: Session, statement: Update, params: dict[str, Any]) -> bool:
-    """:func:`compare_and_set` for an ``UPDATE … WHERE <expected state>`` built once with bound
-    parameters (the hot path's, which skip building the statement on every request).
-
-    Objects already loaded are *not* given the new values (no evaluation of the condition in
-    Python): the caller holds the row it claimed and sets its next state itself."""
-    result = session.execute(statement, params, execution_options={"synchronize_session": False})
     return result.rowcount == 1
 
 

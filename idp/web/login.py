@@ -57,7 +57,7 @@ from idp.oidc.server import query_client
 from idp.oidc.session import current_db
 from idp.policy import reached_acr
 from idp.storage.models import AuthorizationTransaction, BrowserSession, utcnow
-from idp.web import browser, consent, i18n
+from idp.web import browser, consent, i18n, page_cache
 from idp.web.base64 import json_body, string_field
 from idp.web.transactions import load_for_assertion, load_transaction
 
@@ -125,16 +125,23 @@ def login_page() -> ResponseReturnValue:
         return redirect(_next_for(txn), code=303)
     if txn.state in ("completed", "denied"):
         return i18n.error_page("already_answered", 409)
-    wallet_url = services().settings.url(url_for("login.wallet_entry", txn=txn.id))
-    remaining = max(0, int((txn.expires_at - utcnow()).total_seconds()))
-    # The passkey's request options come with the page (no round trip before the prompt);
-    # POST /login/options gives the same to the phone's wallet.
-    public_key = webauthn.request_options(rp_id=services().settings.rp_id, challenge=txn.challenge) \
-        if txn.state == "pending" else None
-    return render_template("login.html", txn=txn, qr=url_for("login.qr_image", txn=txn.id), wallet_url=wallet_url,
-                           expires_in=remaining, public_key=public_key, retry_token=page_token(txn, "retry"),
-                           cancel_token=page_token(txn, "cancel"), failure_message=_failure_message(txn),
-                           **_who_asks(txn))
+    who = _who_asks(txn)
+    # What shapes the markup (the page is drawn once per process for each combination of these,
+    # idp.web.page_cache), and what is only printed into it.
+    inputs = {"service": i18n.client_name(who["client"]), "category": who["client"].category,
+              "claims": tuple(who["claims"]), "purpose": who["purpose"], "txn_state": txn.state,
+              "failure_message": _failure_message(txn)}
+    values = {"txn_id": txn.id, "confirmation_code": txn.confirmation_code,
+              "expires_in": max(0, int((txn.expires_at - utcnow()).total_seconds())),
+              "wallet_url": services().settings.url(url_for("login.wallet_entry", txn=txn.id)),
+              "qr": url_for("login.qr_image", txn=txn.id), "continue_url": url_for("login.login_page", txn=txn.id),
+              "retry_token": page_token(txn, "retry"), "cancel_token": page_token(txn, "cancel")}
+    if txn.state == "pending":
+        # The passkey's request options come with the page (no round trip before the prompt);
+        # POST /login/options gives the same to the phone's wallet.
+        values["login_options"] = page_cache.tojson(
+            webauthn.request_options(rp_id=services().settings.rp_id, challenge=txn.challenge))
+    return page_cache.render("login.html", inputs, values)
 
 
 @bp.get("/login/qr")
