@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from idp import audit
 from idp.storage.db import Database
-from idp.storage.models import AuditEntry, Base, utcnow
+from idp.storage.models import AuditCheckpoint, AuditEntry, Base, utcnow
 from tests.support.balancer import Deployment
 from tests.support.lifecycle import card, login, rp
 from tests.support.rp import RelyingParty
@@ -47,12 +47,13 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 
 @contextmanager
-def counted(engine: Engine) -> Iterator[list[str]]:
-    """The SQL statements sent on ``engine`` meanwhile."""
+def counted(engine: Engine, on: Any = None) -> Iterator[list[str]]:
+    """The SQL statements sent on ``engine`` (on connection ``on`` only, if given) meanwhile."""
     sent: list[str] = []
 
-    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        sent.append(" ".join(statement.split()))
+    def before(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if on is None or conn is on:
+            sent.append(" ".join(statement.split()))
 
     event.listen(engine, "before_cursor_execute", before)
     try:
@@ -75,12 +76,6 @@ def intact(db: Database) -> int:
         result = audit.check(session)
     assert result.broken is None, result.broken
     return result.entries
-
-
-def entry_hash(db: Database, chain: int, seq: int) -> str:
-    with db.engine.connect() as connection:
-        return connection.scalar(select(AuditEntry.entry_hash).where(AuditEntry.chain == chain,
-                                                                     AuditEntry.seq == seq))
 
 
 @contextmanager
@@ -182,20 +177,51 @@ def test_a_rolled_back_savepoint_takes_its_entries_out_of_the_head_and_the_ancho
     assert len(sent) == 1 and entry.prev_hash == after.entry_hash
 
 
-def test_an_archived_head_falls_back_to_the_checkpoint(db, tmp_path):
+def test_an_archived_head_is_not_followed_and_the_chain_continues_from_its_checkpoint(db, tmp_path):
     for _ in range(3):
         append(db)
     with db.transaction() as session:
         assert audit.archive(session, utcnow() + timedelta(seconds=1), tmp_path / "archive.jsonl") == 3
-    entry, _ = append(db)  # the head this process remembers is archived: not found, so not followed
-    with db.transaction() as session:
-        checkpoint = session.get(audit.AuditCheckpoint, 0)
+        checkpoint = session.get(AuditCheckpoint, 0)
     assert checkpoint.seq == 3
-    if entry.chain == 0:
-        assert (entry.seq, entry.prev_hash) == (4, checkpoint.entry_hash)
+    entry, _ = append(db)  # the head this process remembers is gone: a miss, so another chain
+    assert entry.chain != 0 and (entry.seq, entry.prev_hash) == (1, audit.GENESIS)
+    with writer(db.url) as other:  # a fresh process continues chain 0 from the checkpoint
+        [[chain, seq, _]] = other.append()
+    assert (chain, seq) == (0, 4)
+    with db.engine.connect() as connection:
+        assert connection.scalar(select(AuditEntry.prev_hash).where(AuditEntry.chain == 0,
+                                                                    AuditEntry.seq == 4)) == checkpoint.entry_hash
+    assert intact(db) == 2
+
+
+def test_another_thread_committing_after_the_head_was_read(db, monkeypatch):
+    """SQLite: a transaction whose first write is its entry reads the head before it has the
+    write lock; another thread of the process may append meanwhile. The statement misses and
+    is tried again after that thread's entry (no tail read, no move). PostgreSQL: the chain
+    is held for the first transaction, so the other one takes another chain."""
+    first, _ = append(db)
+    real, others = audit._preferred, []
+
+    def racing(appending: Any, postgres: bool) -> Any:
+        chosen = real(appending, postgres)
+        if not others:
+            others.append(None)
+            others[0] = append(db)[0]  # committed between reading the head and appending
+        return chosen
+
+    monkeypatch.setattr(audit, "_preferred", racing)
+    with db.transaction() as session:
+        with counted(db.engine, on=session.connection()) as sent:
+            entry = audit.record(session, "test.raced")
+    [other] = others
+    if PG_URL:
+        assert other.chain != first.chain and len(sent) == 1, sent
+        assert (entry.chain, entry.seq) == (first.chain, first.seq + 1)
     else:
-        assert (entry.seq, entry.prev_hash) == (1, audit.GENESIS)
-    intact(db)
+        assert len(sent) == 2 and all(s.startswith("INSERT INTO audit_log") for s in sent), sent
+        assert (entry.chain, entry.seq, entry.prev_hash) == (first.chain, other.seq + 1, other.entry_hash)
+    assert intact(db) == 3
 
 
 # --- another process -------------------------------------------------------------------------------
