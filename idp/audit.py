@@ -29,38 +29,37 @@ the chain's newest entry, and the row links to it. So the remembered head is a h
 cannot break a chain: when it is stale (another process appended, the head was archived)
 the statement writes nothing, and the append falls back to reading the chain's tail (or
 checkpoint) and inserting after it, now remembering that. A second entry of one
-transaction follows its first the same way. A hit costs one statement (before: the tail
-read and the insert, plus on PostgreSQL the lock and on SQLite a lock-taking write when the
-transaction had not written yet); a miss costs one statement more than before.
+transaction follows its first the same way. A hit costs one statement, a miss three (the
+statement, the tail read, the insert; on PostgreSQL one more to take another chain's lock).
 
 PostgreSQL: a chain's transaction-scoped advisory lock makes its writers take turns until
 commit and lets a writer take a free chain instead of waiting. The unique (chain, seq) key
 alone would keep each chain whole and in commit order (a second insert of one key waits for
 the first transaction, then does nothing), but that writer would wait for the whole of the
-other's transaction; so the fast statement tries the lock itself (``pg_try_advisory_xact_lock``
-in its ``WHERE``, evaluated on the predecessor row the key finds): a chain another
-transaction holds is a miss, not a wait. Every row is written under its chain's lock, so no
-insert ever waits on another's uncommitted entry. The fallback takes the first free chain
-in one statement (``unnest`` of a list of chains, ``LIMIT 1``), reads its tail and inserts;
-only when every chain is busy does it wait for one. Which chain: each transaction tries a
-chain this process remembers a head of and no other of its open transactions holds. A
-process with none starts its scan at 0 (a quiet system writes chain 0 only); a process that
-missed forgets that chain and scans from a random one, trying the missed chain last, so
-processes spread over chains of their own rather than take turns on one. A miss may leave
-the missed chain's lock taken (released at commit); since every chain is tried before
-waiting, and a lock this transaction holds is granted again at once, a transaction waits
-only while holding none: no deadlock.
+other's transaction; so the fast statement tries the lock itself
+(``pg_try_advisory_xact_lock`` in its ``WHERE``, evaluated on the predecessor row the key
+finds): a chain another transaction holds is a miss, not a wait. Every row is written under
+its chain's lock, so no insert ever waits on another's uncommitted entry. The fallback takes
+the first free chain in one statement (``unnest`` of a list of chains, ``LIMIT 1``), reads
+its tail and inserts; only when every chain is busy does it wait for one. Which chain: each
+transaction tries a chain this process remembers a head of and no other of its open
+transactions holds. A process with none starts its scan at 0 (a quiet system writes chain 0
+only); a process that missed forgets that chain and scans from a random one, trying the
+missed chain last, so processes spread over chains of their own rather than take turns on
+one. A miss may leave the missed chain's lock taken (released at commit); since every chain
+is tried before waiting, and a lock this transaction holds is granted again at once, a
+transaction waits only while holding none: no deadlock.
 
 SQLite: one writer at a time, and the statement is a write, so its check and insert run
-under the write lock. With several worker processes on one file a single chain's head
-would be stale whenever another process wrote last, so each process has a home chain
-(first chain 0, so a single process writes chain 0 only), and when
-its statement misses because another process appended there it moves home to another
-chain at random: the processes soon each have one. A miss because another thread of the
-process committed meanwhile (possible only when the append is its transaction's first
-write) retries after that thread's entry instead. A transaction that has not written yet
-reads the tail outside the lock; should another writer append in between, its insert
-writes nothing but takes the lock, and the second round cannot miss.
+under the write lock. With several worker processes on one file a single chain's head would
+be stale whenever another process wrote last, so each process has a home chain (first chain
+0, so a single process writes chain 0 only), and when its statement misses for another
+reason than its own threads (another process appended there, or the head was archived) it
+moves home to another chain at random: the processes soon each have one. A miss because
+another thread of the process committed meanwhile (possible only when the append is its
+transaction's first write) retries after that thread's entry instead. A transaction that has
+not written yet reads the tail outside the lock; should another writer append in between,
+its insert writes nothing but takes the lock, and the second round cannot miss.
 
 **Head anchor, batched.** A chain alone cannot show that its newest entries were cut off
 (or rewritten by someone with database access). So the head of every chain (highest
