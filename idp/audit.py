@@ -9,11 +9,57 @@ personal attributes and never an individual number.
 
 **Several chains, no global lock.** One chain needs one writer at a time until commit, which
 serialised every instance on one lock. The log is therefore ``CHAINS`` independent chains
-(``chain`` column, ``seq`` counting 1, 2, 3… within each). On PostgreSQL a writer takes the
-first chain whose transaction-scoped advisory lock is free (``pg_try_advisory_xact_lock``,
-never waiting), so up to ``CHAINS`` transactions append at once and a quiet system writes
-chain 0 only; only when every chain is busy does it wait for one. Within a chain ``seq``
-order is commit order. SQLite has one writer at a time anyway: chain 0, under its write lock.
+(``chain`` column, ``seq`` counting 1, 2, 3… within each). Within a chain ``seq`` order is
+commit order: an entry is written only after a predecessor it can see, a committed one or
+its own transaction's.
+
+**One statement per entry.** Each process remembers, per database, the newest entry it
+committed on each chain it appended to (taken in after the commit; never from a
+transaction or savepoint that rolled back). An append after that head is one statement::
+
+    INSERT INTO audit_log (chain, seq, at, event, data, prev_hash, entry_hash)
+    SELECT prev.chain, prev.seq + 1, :at, :event, :data, prev.entry_hash, :entry_hash
+    FROM audit_log AS prev WHERE prev.chain = :chain AND prev.seq = :seq AND prev.entry_hash = :hash
+      [AND pg_try_advisory_xact_lock(…, :chain)]
+    ON CONFLICT (chain, seq) DO NOTHING
+
+It writes a row only when the head is still there with that hash and the place after it is
+free (a later entry would hold ``seq + 1``: the primary key), i.e. exactly when the head is
+the chain's newest entry, and the row links to it. So the remembered head is a hint that
+cannot break a chain: when it is stale (another process appended, the head was archived)
+the statement writes nothing, and the append falls back to reading the chain's tail (or
+checkpoint) and inserting after it, now remembering that. A second entry of one
+transaction follows its first the same way. A hit costs one statement, a miss three (the
+statement, the tail read, the insert; on PostgreSQL one more to take another chain's lock).
+
+PostgreSQL: a chain's transaction-scoped advisory lock makes its writers take turns until
+commit and lets a writer take a free chain instead of waiting. The unique (chain, seq) key
+alone would keep each chain whole and in commit order (a second insert of one key waits for
+the first transaction, then does nothing), but that writer would wait for the whole of the
+other's transaction; so the fast statement tries the lock itself
+(``pg_try_advisory_xact_lock`` in its ``WHERE``, evaluated on the predecessor row the key
+finds): a chain another transaction holds is a miss, not a wait. Every row is written under
+its chain's lock, so no insert ever waits on another's uncommitted entry. The fallback takes
+the first free chain in one statement (``unnest`` of a list of chains, ``LIMIT 1``), reads
+its tail and inserts; only when every chain is busy does it wait for one. Which chain: each
+transaction tries a chain this process remembers a head of and no other of its open
+transactions holds. A process with none starts its scan at 0 (a quiet system writes chain 0
+only); a process that missed forgets that chain and scans from a random one, trying the
+missed chain last, so processes spread over chains of their own rather than take turns on
+one. A miss may leave the missed chain's lock taken (released at commit); since every chain
+is tried before waiting, and a lock this transaction holds is granted again at once, a
+transaction waits only while holding none: no deadlock.
+
+SQLite: one writer at a time, and the statement is a write, so its check and insert run
+under the write lock. With several worker processes on one file a single chain's head would
+be stale whenever another process wrote last, so each process has a home chain (first chain
+0, so a single process writes chain 0 only), and when its statement misses for another
+reason than its own threads (another process appended there, or the head was archived) it
+moves home to another chain at random: the processes soon each have one. A miss because
+another thread of the process committed meanwhile (possible only when the append is its
+transaction's first write) retries after that thread's entry instead. A transaction that has
+not written yet reads the tail outside the lock; should another writer append in between,
+its insert writes nothing but takes the lock, and the second round cannot miss.
 
 **Head anchor, batched.** A chain alone cannot show that its newest entries were cut off
 (or rewritten by someone with database access). So the head of every chain (highest
@@ -50,8 +96,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import bindparam, delete, insert, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -67,9 +114,6 @@ ANCHOR_BATCH = 100
 ANCHOR_DIR_KEY = "audit_anchor_dir"
 """``session.info`` key naming the folder of the head anchor (the CLI sets it; requests
 use the app's keys folder)."""
-_CHAIN_KEY = "audit_chain"
-_PENDING_KEY = "audit_pending"
-_LISTENING_KEY = "audit_listening"
 _PG_LOCK_CLASS = 0x69646175  # pg advisory lock key 1 ("idau"); key 2 is the chain number
 VERIFY_BATCH = 500
 
@@ -95,88 +139,255 @@ Anchor = dict[int, Head]
 # --- appending --------------------------------------------------------------------------
 
 
-def _take_chain(session: Session) -> int:
-    """The chain this transaction appends to, locked until it ends (see the module doc)."""
-    chain = session.info.get(_CHAIN_KEY)
-    if chain is not None:
-        return chain
-    dialect = session.get_bind().dialect.name
-    chain = 0
-    if dialect == "postgresql":
-        try_lock = text("SELECT pg_try_advisory_xact_lock(:k, :c)")
-        free = next((c for c in range(CHAINS)
-                     if session.scalar(try_lock, {"k": _PG_LOCK_CLASS, "c": c})), None)
-        if free is None:  # every chain busy: queue on one, spreading the waiters
-            free = random.randrange(CHAINS)
-            session.execute(text("SELECT pg_advisory_xact_lock(:k, :c)"), {"k": _PG_LOCK_CLASS, "c": free})
-        chain = free
-    elif dialect == "sqlite" and not _holds_sqlite_write_lock(session):
-        # a write statement (matching nothing) takes the write lock before the read
-        session.execute(text("UPDATE audit_log SET seq = seq WHERE 0 = 1"))
-    session.info[_CHAIN_KEY] = chain
-    _listen(session)
-    return chain
+@dataclass(eq=False)
+class _Known:
+    """What this process knows of one database's chains (module doc, "One statement")."""
+
+    heads: dict[int, Head] = field(default_factory=dict)
+    """The newest committed entry of each chain this process appended to: a hint, which the
+    append checks in its own statement."""
+    held: set[int] = field(default_factory=set)
+    """PostgreSQL: the chains whose lock open transactions of this process hold."""
+    home: int = 0
+    """SQLite: the chain this process appends to."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _holds_sqlite_write_lock(session: Session) -> bool:
-    """Whether this SQLite transaction has already written (so it holds the database's one
-    write lock, and the tail it reads next cannot move under it). The driver opens a
-    transaction only before a write statement, so an open one has written."""
-    return bool(session.connection().connection.dbapi_connection.in_transaction)  # type: ignore[union-attr]
+_KNOWN: dict[Any, _Known] = {}
+os.register_at_fork(after_in_child=_KNOWN.clear)  # a worker starts knowing nothing, holding nothing
+
+
+def _known(engine: Engine) -> _Known:
+    """By database URL, so that every engine of the process on one database shares it; an
+    in-memory SQLite database is its engine's own."""
+    key: Any = engine.url if engine.url.database not in (None, "", ":memory:") else engine
+    return _KNOWN.get(key) or _KNOWN.setdefault(key, _Known())
+
+
+@dataclass(eq=False)
+class _Appending:
+    """One transaction's appends, in ``session.info`` until it ends."""
+
+    known: _Known
+    chain: int | None = None  # the chain it appends to, and its newest entry there
+    head: Head | None = None
+    held: list[int] = field(default_factory=list)  # the chains it marked in ``known.held``
+    pending: list[tuple[int, Head, str, Any]] = field(default_factory=list)  # (chain, head, event, savepoint)
+
+
+_APPENDING_KEY = "audit_appending"
 
 
 def record(session: Session, event: str, **data: Any) -> AuditEntry:
-    """Append an entry in the caller's transaction (on the chain it holds, see the module doc).
+    """Append an entry in the caller's transaction (module doc: one statement when the head
+    this process knows is still the newest entry of its chain).
 
     The entry is written at once, as a plain insert (not through the session's unit of
-    work): its ``seq`` is taken while this transaction holds the chain. The returned
-    object is a copy of what was written, not attached to the session."""
-    chain = _take_chain(session)
+    work). The returned object is a copy of what was written, not attached to the session."""
     connection = session.connection()
-    tail = connection.execute(_TAIL, {"chain": chain}).first()
-    if tail is None:
-        checkpoint = session.get(AuditCheckpoint, chain)
-        tail = (checkpoint.seq, checkpoint.entry_hash) if checkpoint else (0, GENESIS)
-    seq, prev = tail[0] + 1, tail[1]
-    at = utcnow()
-    clean = {k: v for k, v in data.items() if v is not None}
-    values = {"chain": chain, "seq": seq, "at": at, "event": event, "data": clean, "prev_hash": prev,
-              "entry_hash": _digest(prev, seq, at.isoformat(), event, clean)}
-    connection.execute(_APPEND, values)
-    session.info.setdefault(_PENDING_KEY, []).append((chain, Head(seq, values["entry_hash"]), event))
+    postgres = connection.dialect.name == "postgresql"
+    appending = session.info.get(_APPENDING_KEY)
+    if appending is None:
+        appending = session.info[_APPENDING_KEY] = _Appending(_known(connection.engine))
+    at, clean = utcnow(), {k: v for k, v in data.items() if v is not None}
+    own = appending.chain is not None  # this transaction appended before: after its own entry
+    chain, head = (appending.chain, appending.head) if own else _preferred(appending, postgres)
+    values = None if head is None else _append_after(connection, postgres, appending.known, chain, head, at, event,
+                                                     clean)
+    if values is None:
+        missed = chain if head is not None and not own else None
+        if postgres:
+            chain = _lock_a_chain(session, appending, first=chain if own else None, last=missed)
+        elif missed is not None:
+            chain = _move(appending.known, missed)
+        values = _append_at_tail(session, connection, postgres, chain, at, event, clean)
+    appending.chain, appending.head = chain, Head(values["seq"], values["entry_hash"])
+    appending.pending.append((chain, appending.head, event, session.get_nested_transaction()))
     return AuditEntry(**values)
 
 
+def _preferred(appending: _Appending, postgres: bool) -> tuple[int | None, Head | None]:
+    """The chain to try first, and the head this process last committed there.
+
+    PostgreSQL: a chain this process appended to that no other transaction of it holds now
+    (marked held for this one); none, when it has no such chain. SQLite: its home chain."""
+    known = appending.known
+    with known.lock:
+        if not postgres:
+            return known.home, known.heads.get(known.home)
+        chain = next((c for c in known.heads if c not in known.held), None)
+        if chain is None:
+            return None, None
+        known.held.add(chain)
+        appending.held.append(chain)
+        return chain, known.heads[chain]
+
+
+def _append_after(connection: Connection, postgres: bool, known: _Known, chain: int, head: Head, at: datetime,
+                  event: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """Append after ``head`` in one statement, unless it is not the chain's newest entry (or,
+    on PostgreSQL, another transaction holds the chain): then None, and nothing written."""
+    while True:
+        values = _entry(chain, head, at, event, data)
+        guarded = {"chain": chain, "prev_seq": head.seq, "prev_hash": head.entry_hash, "at": at, "event": event,
+                   "data": data, "entry_hash": values["entry_hash"]}
+        if connection.execute(_APPEND_AFTER[postgres], guarded).rowcount == 1:
+            return values
+        with known.lock:  # SQLite: another thread of this process may have appended since the head was read
+            newer = known.heads.get(chain)
+        if newer is None or newer.seq <= head.seq:
+            return None
+        head = newer
+
+
+def _lock_a_chain(session: Session, appending: _Appending, first: int | None, last: int | None) -> int:
+    """PostgreSQL: take a free chain's lock (module doc), trying ``first`` (the chain this
+    transaction already appends to) first and ``last`` (the chain it just missed) last.
+
+    Every chain is tried before waiting, so a transaction waits only while it holds no
+    chain (the lock of one it holds is granted again at once): no deadlock between waiters."""
+    known = appending.known
+    with known.lock:
+        if last is not None:
+            known.heads.pop(last, None)
+        start = 0 if last is None and not known.heads else random.randrange(CHAINS)
+        busy = known.held.difference(appending.held)  # held by this process's other transactions
+    others = [c for c in (*range(start, CHAINS), *range(start)) if c not in busy and c not in (first, last)]
+    order = [c for c in (first,) if c is not None] + others + [c for c in (last,) if c is not None]
+    chain = session.scalar(_TRY_LOCKS, {"k": _PG_LOCK_CLASS, "chains": order})
+    if chain is None:  # every chain busy: queue on one, spreading the waiters
+        chain = random.randrange(CHAINS)
+        session.execute(_LOCK, {"k": _PG_LOCK_CLASS, "c": chain})
+    with known.lock:
+        known.held.add(chain)
+        appending.held.append(chain)
+    return chain
+
+
+def _move(known: _Known, chain: int) -> int:
+    """SQLite: another process appended to ``chain`` since this one did: leave it to that
+    process and append to another chain from now on (module doc)."""
+    with known.lock:
+        known.heads.pop(chain, None)
+        if known.home == chain:
+            known.home = random.choice([c for c in range(CHAINS) if c != chain])
+        return known.home
+
+
+def _append_at_tail(session: Session, connection: Connection, postgres: bool, chain: int, at: datetime, event: str,
+                    data: dict[str, Any]) -> dict[str, Any]:
+    """Read the chain's newest entry (or its checkpoint), append after it.
+
+    On PostgreSQL the chain's lock is held: the insert cannot meet another entry. On SQLite
+    a transaction that has not written yet reads outside any lock; should another writer
+    append in between, the insert writes nothing but takes the write lock, and the second
+    round cannot miss."""
+    while True:
+        tail = connection.execute(_TAIL, {"chain": chain}).first()
+        if tail is None:
+            checkpoint = session.get(AuditCheckpoint, chain)
+            tail = (checkpoint.seq, checkpoint.entry_hash) if checkpoint else (0, GENESIS)
+        values = _entry(chain, Head(*tail), at, event, data)
+        if connection.execute(_APPEND[postgres], values).rowcount == 1:
+            return values
+
+
+def _entry(chain: int, head: Head, at: datetime, event: str, data: dict[str, Any]) -> dict[str, Any]:
+    seq = head.seq + 1
+    return {"chain": chain, "seq": seq, "at": at, "event": event, "data": data, "prev_hash": head.entry_hash,
+            "entry_hash": _digest(head.entry_hash, seq, at.isoformat(), event, data)}
+
+
+def _append_after_statement(insert_: Any, lock: bool) -> Any:
+    """``INSERT … SELECT`` from the predecessor row (the head), only when it is there with that
+    hash (and, with ``lock``, the chain's advisory lock is free or already this
+    transaction's); nothing when its successor exists. SQLite parses the upsert only after
+    a ``WHERE``, which this always has."""
+    table = AuditEntry.__table__
+    prev = table.alias("prev")
+    guard = [prev.c.chain == bindparam("chain"), prev.c.seq == bindparam("prev_seq"),
+             prev.c.entry_hash == bindparam("prev_hash")]
+    if lock:
+        guard.append(func.pg_try_advisory_xact_lock(_PG_LOCK_CLASS, bindparam("chain")))
+    row = select(prev.c.chain, prev.c.seq + 1, bindparam("at", type_=table.c.at.type),
+                 bindparam("event", type_=table.c.event.type), bindparam("data", type_=table.c.data.type),
+                 prev.c.entry_hash, bindparam("entry_hash", type_=table.c.entry_hash.type)).where(*guard)
+    columns = ["chain", "seq", "at", "event", "data", "prev_hash", "entry_hash"]
+    return (insert_(table).from_select(columns, row).on_conflict_do_nothing(index_elements=["chain", "seq"])
+            .execution_options(preserve_rowcount=True))
+
+
+def _append_statement(insert_: Any) -> Any:
+    return (insert_(AuditEntry.__table__).on_conflict_do_nothing(index_elements=["chain", "seq"])
+            .execution_options(preserve_rowcount=True))
+
+
+_APPEND_AFTER = {True: _append_after_statement(postgresql.insert, lock=True),
+                 False: _append_after_statement(sqlite.insert, lock=False)}
+"""By "is PostgreSQL": the fast path's one statement."""
+_APPEND = {True: _append_statement(postgresql.insert), False: _append_statement(sqlite.insert)}
 _TAIL = (select(AuditEntry.seq, AuditEntry.entry_hash).where(AuditEntry.chain == bindparam("chain"))
          .order_by(AuditEntry.seq.desc()).limit(1))
-_APPEND = insert(AuditEntry.__table__)
+_TRY_LOCKS = text("SELECT c FROM unnest(CAST(:chains AS integer[])) AS c "
+                  "WHERE pg_try_advisory_xact_lock(:k, c) LIMIT 1")
+"""The first chain in the list whose lock is free, taken: the scan stops at the first row
+that passes (one lock taken, not one per chain)."""
+_LOCK = text("SELECT pg_advisory_xact_lock(:k, :c)")
 
 
-def _listen(session: Session) -> None:
-    if not session.info.get(_LISTENING_KEY):
-        session.info[_LISTENING_KEY] = True
-        sa_event.listen(session, "after_commit", _committed)
-        sa_event.listen(session, "after_rollback", _rolled_back)
-
-
-def _rolled_back(session: Session) -> None:
-    session.info.pop(_PENDING_KEY, None)
-    session.info.pop(_CHAIN_KEY, None)
+# The three transaction events, for every session (cheaper than listening per session).
 
 
 def _committed(session: Session) -> None:
-    session.info.pop(_CHAIN_KEY, None)
-    pending = session.info.pop(_PENDING_KEY, None)
-    if not pending:
+    if session.in_nested_transaction():  # a savepoint released: nothing is committed yet
         return
-    for _, _, event in pending:
+    appending = session.info.get(_APPENDING_KEY)
+    if appending is None or not appending.pending:
+        return
+    heads: Anchor = {}
+    for chain, head, event, _ in appending.pending:  # in order: the last of a chain is its newest
         metrics.audit_event(event)
+        heads[chain] = head
+    known = appending.known
+    with known.lock:  # only now, committed, do they become this process's heads
+        for chain, head in heads.items():
+            if chain not in known.heads or known.heads[chain].seq < head.seq:
+                known.heads[chain] = head
     folder = _anchor_dir(session)
     if folder is not None:
-        heads: Anchor = {}
-        for chain, head, _ in pending:
-            heads[chain] = max(heads.get(chain, head), head, key=lambda h: h.seq)
         anchorer.add(folder, heads, session.get_bind().engine)
+
+
+def _rolled_back(session: Session) -> None:
+    """A savepoint rolled back: its entries are gone, the transaction's others stay (a whole
+    transaction's rollback is handled when it ends)."""
+    savepoint = session.get_nested_transaction()
+    appending = session.info.get(_APPENDING_KEY)
+    if savepoint is None or appending is None:
+        return
+    appending.pending = [entry for entry in appending.pending if not _within(entry[3], savepoint)]
+    newest = [head for chain, head, _, _ in appending.pending if chain == appending.chain]
+    appending.head = newest[-1] if newest else None  # the next append reads the tail
+
+
+def _within(transaction: Any, savepoint: Any) -> bool:
+    while transaction is not None and transaction is not savepoint:
+        transaction = transaction.parent
+    return transaction is savepoint
+
+
+def _ended(session: Session, transaction: Any) -> None:
+    if transaction.parent is not None:
+        return
+    appending = session.info.pop(_APPENDING_KEY, None)
+    if appending is not None and appending.held:
+        with appending.known.lock:
+            appending.known.held.difference_update(appending.held)
+
+
+sa_event.listen(Session, "after_commit", _committed)
+sa_event.listen(Session, "after_rollback", _rolled_back)
+sa_event.listen(Session, "after_transaction_end", _ended)
 
 
 def _anchor_dir(session: Session) -> Path | None:
