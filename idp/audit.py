@@ -66,8 +66,8 @@ its insert writes nothing but takes the lock, and the second round cannot miss.
 ``seq`` and its hash) is also anchored outside the database, in ``audit.head`` in the keys
 folder, only ever forward; ``verify`` requires each anchored entry to exist with that hash.
 The anchor is written at most once per ``ANCHOR_INTERVAL`` seconds or per ``ANCHOR_BATCH``
-entries per process (and at exit), not per commit: one atomic file write (with fsync) per
-batch instead of one per login. Each write also takes in the heads of the chains other
+entries per process (and at exit), not per commit, and by a thread of its own, never by a
+request: one atomic file write (with fsync) per batch instead of one per login. Each write also takes in the heads of the chains other
 instances wrote (read from the database, advanced only if the entry the anchor recorded is
 still there unchanged), so every keys folder anchors the whole log. What a crash can lose:
 nothing in the database; the anchor may lag by up to ``ANCHOR_INTERVAL`` seconds, and a
@@ -417,8 +417,12 @@ class _Anchorer:
     _count: int = 0
     _last: float = float("-inf")  # the first commit after start is anchored at once
     _pid: int = 0
+    _due: threading.Event = field(default_factory=threading.Event)
 
     def add(self, folder: Path, heads: Anchor, engine: Engine) -> None:
+        """Note committed heads; a batch that is due is written by this process's anchor
+        thread, never by the request that committed (its fsync and head reads would add
+        milliseconds to that one request)."""
         with self._lock:
             known, _ = self._pending.get(folder, ({}, engine))
             for chain, head in heads.items():
@@ -429,17 +433,19 @@ class _Anchorer:
             due = self._count >= self.batch or time.monotonic() - self._last >= self.interval
             self._ensure_timer()
         if due:
-            self.flush()
+            self._due.set()
 
     def _ensure_timer(self) -> None:
         if self._pid == os.getpid():
             return
-        self._pid = os.getpid()  # a forked worker starts its own timer (threads do not survive fork)
+        self._pid = os.getpid()  # a forked worker starts its own thread (threads do not survive fork)
+        self._due = threading.Event()
         threading.Thread(target=self._tick, name="audit-anchor", daemon=True).start()
 
     def _tick(self) -> None:
         while True:
-            time.sleep(self.interval)
+            self._due.wait(self.interval)
+            self._due.clear()
             self.flush()
 
     def flush(self) -> None:
