@@ -1,11 +1,12 @@
 """Login at an RP by device signature (PROTOCOL §4 steps 2–5).
 
-The transaction's challenge is single use: the first assertion for it, good or bad,
-takes the pending state in one compare-and-set (so of concurrent copies exactly one is
-even checked) and ends it (a bad one marks it ``failed``; the page says why and offers a
-retry, which opens a fresh transaction for the same request). A pending sign-in can be
-given more time (no time limit that cannot be extended). The session goes only to the browser holding the transaction's binding
-cookie, whether the phone signed on this device or across devices.
+The transaction's challenge is single use: an assertion for it, good or bad, is checked
+first and then ends the transaction in one compare-and-set from pending (so of concurrent
+copies exactly one writes anything, and only it records a refusal); a bad one marks it
+``failed`` (the page says why and offers a retry, which opens a fresh transaction for the
+same request). A pending sign-in can be given more time (no time limit that cannot be
+extended). The session goes only to the browser holding the transaction's binding cookie,
+whether the phone signed on this device or across devices.
 
 A way out at every step: the person can cancel and return to the service, which then
 receives ``error=access_denied`` with its ``state`` and our ``iss`` (OIDC Core §3.1.2.6,
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 import segno
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Update, bindparam, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from idp.context import services
@@ -331,7 +332,7 @@ def assertion() -> ResponseReturnValue:
 def _complete(txn: AuthorizationTransaction, state: str, values: dict[str, Any]) -> None:
     """pending → ``state`` with what the login settled, once: the challenge is spent (a
     concurrent copy that got here first makes this request fail whole, its writes undone)."""
-    if not _take(_SETTLE, txn, state=state, **values):
+    if not _take(txn, state=state, **values):
         raise _used(txn)
     _settle(txn, state=state)
 
@@ -345,7 +346,7 @@ def _refuse(txn: AuthorizationTransaction, exc: Refusal | InvalidRequest) -> Pro
     """A refused assertion fails its transaction (the person may start again) once: only the
     request that takes the pending state records the refusal (audit, failure count, clone hold)."""
     error = exc.error if isinstance(exc, Refusal) else exc
-    if not _take(_SETTLE, txn, state="failed", failure=error.error):
+    if not _take(txn, state="failed", failure=error.error):
         return _used(txn)
     g.commit_despite_error = True
     if isinstance(exc, Refusal):
@@ -369,12 +370,12 @@ def _use_changed_device(txn: AuthorizationTransaction, found: FoundDevice, crede
     clear_failures(found)
 
 
-def _take(statement: Update, txn: AuthorizationTransaction, **values: Any) -> bool:
+def _take(txn: AuthorizationTransaction, **values: Any) -> bool:
     """pending → a final state, once (idp.storage.single_use): the challenge is spent."""
     params = {"account_id": None, "device_serial": None, "auth_time": None, "amr": None, "acr": None,
               "session_started": False, "failure": None, "code_hash": None, "code_expires_at": None,
               "code_session_id": None, **values}
-    return current_db().connection().execute(statement, {
+    return current_db().connection().execute(_SETTLE, {
         "txn_id": txn.id, "now": utcnow(), **{f"new_{key}": value for key, value in params.items()}}).rowcount == 1
 
 
