@@ -418,6 +418,7 @@ class _Anchorer:
     _last: float = float("-inf")  # the first commit after start is anchored at once
     _pid: int = 0
     _due: threading.Event = field(default_factory=threading.Event)
+    _writing: threading.Lock = field(default_factory=threading.Lock)  # one batch written at a time
 
     def add(self, folder: Path, heads: Anchor, engine: Engine) -> None:
         """Note committed heads; a batch that is due is written by this process's anchor
@@ -449,7 +450,12 @@ class _Anchorer:
             self.flush()
 
     def flush(self) -> None:
-        """Write every pending head now (also called at exit and by the CLI)."""
+        """Write every pending head now (also called at exit and by the CLI); returns once
+        every head noted before the call is written, by this call or by the anchor thread's."""
+        with self._writing:
+            self._write()
+
+    def _write(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
             self._count = 0
