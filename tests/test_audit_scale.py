@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -230,3 +231,28 @@ def test_audit_verify_command_reads_the_old_anchor_line(idp, monkeypatch):
     finally:
         if saved is not None:
             path.write_bytes(saved)
+
+
+def test_the_anchor_is_written_by_its_own_thread_never_by_a_committing_request(engine, tmp_path, monkeypatch):
+    """A due batch wakes the anchor thread: its fsync and head reads never add to a request."""
+    writers: list[str] = []
+    real = audit.advance
+    monkeypatch.setattr(audit, "advance", lambda *args: (writers.append(threading.current_thread().name),
+                                                         real(*args))[1])
+    monkeypatch.setattr(audit, "anchorer", audit._Anchorer(interval=3600, batch=1))
+    for n in range(5):  # every commit makes a batch due
+        with Session(engine) as session, session.begin():
+            session.info[audit.ANCHOR_DIR_KEY] = tmp_path
+            audit.record(session, "test.thread", n=n)
+    deadline = time.monotonic() + 10
+    while audit.read_anchor(tmp_path) != {0: _head(engine)} and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert audit.read_anchor(tmp_path) == {0: _head(engine)}
+    assert writers and set(writers) == {"audit-anchor"}, writers
+
+
+def _head(engine: Engine) -> audit.Head:
+    with Session(engine) as session:
+        seq, entry_hash = session.execute(select(AuditEntry.seq, AuditEntry.entry_hash)
+                                          .order_by(AuditEntry.seq.desc()).limit(1)).one()
+    return audit.Head(seq, entry_hash)
