@@ -20,7 +20,7 @@ from sqlalchemy import event, select
 from idp.clients.cache import ClientCache
 from idp.storage.models import Client
 from tests.support.lifecycle import db, login, rp
-from tests.support.rp import browser_login
+from tests.support.rp import RelyingParty, browser_login
 
 
 @pytest.fixture
@@ -113,3 +113,18 @@ def test_the_cache_is_bounded():
         cache.keep(type("Row", (), {name: f"c{number}" if name == "client_id" else 0
                                     for name in Client.__table__.c.keys()})())
     assert [cache.get(f"c{n}") is not None for n in range(5)] == [False, False, True, True, True]
+
+
+def test_a_refresh_grant_reads_its_client_and_runs_once(idp, person):
+    """Only the code grant takes a kept client (its spent code confirms it); a refresh grant
+    reads its client and rotates its token once, never twice."""
+    wallet, device = person
+    refreshing = RelyingParty.register(idp.base_url, redirect_uri=f"http://127.0.0.1:9/cb/{secrets.token_hex(3)}",
+                                       rp_category="municipal", grant_types=["authorization_code", "refresh_token"])
+    browser = requests.Session()
+    location = refreshing.start(browser, scope="openid profile offline_access", prompt="consent")
+    tokens = refreshing.finish(browser_login(browser, idp.base_url, location, idp.wallet(browser), device))
+    with statements_of(idp, "/token") as at_token:
+        assert refreshing.refresh(tokens.refresh_token).access_token
+    assert sum(s.startswith("SELECT clients") for s in at_token) == 1, at_token
+    assert sum(s.startswith("INSERT INTO tokens") for s in at_token) == 1, at_token

@@ -71,7 +71,10 @@ def authorize() -> ResponseReturnValue:
 
 @bp.post("/token")
 def token() -> ResponseReturnValue:
-    return _no_store(client_cache.answer_with_cached_clients(_server().create_token_response))
+    server = _server()
+    if request.form.get("grant_type") == "authorization_code":  # its code's spending confirms a kept client
+        return _no_store(client_cache.answer_with_cached_clients(server.create_token_response))
+    return _no_store(server.create_token_response())
 
 
 @bp.post("/par")
