@@ -5,13 +5,14 @@ An operator's ``idp clients disable``, an RFC 7592 update or delete happen in ot
 with no channel to tell this one; a cached client must still never be used once changed. So:
 
 - every change to a client increments its ``revision`` (``Client`` ``before_update``);
-- a request of these two endpoints may take its client from this process's cache, and the one
-  write that makes its outcome (the transaction or code inserted at ``/authorize``, the code
-  spent at ``/token``) checks in the same statement that the client's revision is still the
-  one cached (:func:`guard`). A write that finds it changed writes nothing;
+- a request of these two endpoints (at ``/token``, the code grant only) may take its client
+  from this process's cache, and the one write that makes its outcome (the transaction or
+  code inserted at ``/authorize``, the code spent at ``/token``) checks in the same statement
+  that the client's revision is still the one cached (:func:`guard`). A write that finds it
+  changed writes nothing;
 - a request that took a cached client and ends in anything but such a confirmed write (the
-  write found the client changed, an error, a refusal, a refresh-token grant) is rolled back
-  and answered again from fresh rows (:func:`answer_with_cached_clients`).
+  write found the client changed, an error, a refusal) is rolled back and answered again from
+  fresh rows (:func:`answer_with_cached_clients`).
 
 So a code or a token is only ever issued for a client as it is in the database at that moment,
 and every refusal is decided on the client as it is now. A fresh read refreshes the cache.
