@@ -39,6 +39,7 @@ _COLUMNS = tuple(column.name for column in Client.__table__.c)
 ClientRow = namedtuple("ClientRow", _COLUMNS)  # type: ignore[misc]
 """A client's columns, detached from the request that read them."""
 
+
 class ClientCache:
     """One app's kept client rows, least recently used out first (one per app: its database)."""
 
@@ -118,12 +119,11 @@ def _guarded_insert(entity: type, names: tuple[str, ...]) -> Insert:
     ).execution_options(preserve_rowcount=True)  # an INSERT's row count is otherwise not kept (psycopg)
 
 
-def confirmed(written: bool) -> bool:
+def confirmed(written: bool) -> None:
     """Note the outcome of a guarded write; raises :class:`StaleClient` when it wrote nothing."""
     if not written:
         raise StaleClient
     g.client_confirmed = True
-    return True
 
 
 def answer_with_cached_clients(view: Callable[[], ResponseReturnValue]) -> Response:
@@ -137,7 +137,7 @@ def answer_with_cached_clients(view: Callable[[], ResponseReturnValue]) -> Respo
     except Exception:  # noqa: BLE001 - decided on a cached client: decided again below
         if not g.get("cached_revisions"):
             raise
-    from idp.oidc.session import current_db
+    from idp.oidc.session import current_db  # (which imports, through idp.context, this module)
 
     current_db().rollback()
     for key in ("cache_clients", "cached_revisions", "client_confirmed", "registered_clients",
