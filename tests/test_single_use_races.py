@@ -21,7 +21,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from idp.storage.models import DeviceCertificate
+from idp.storage.models import BrowserSession, DeviceCertificate
 from tests.support.authenticator import b64url_decode
 from tests.support.balancer import Deployment
 from tests.support.core import txn_of
@@ -204,6 +204,25 @@ def test_remembered_consent_page_answers_once(served_idp: ServedIdP, person: tup
     responses = parallel(lambda i: requests.get(url, cookies=cookies, allow_redirects=False, timeout=TIMEOUT), N)
     winner = _exactly_one(responses, _code_redirect(rp))
     assert rp.finish(winner.headers["Location"]).access_token
+
+
+def test_a_cross_device_session_is_picked_up_once(served_idp: ServedIdP, person: tuple[Wallet, Enrolled]) -> None:
+    """Approved on the phone, the opening browser's status polls (or page loads) start its
+    session once: one browser session for the transaction, however many copies race."""
+    wallet, device = person
+    rp, browser = _rp(served_idp), requests.Session()
+    txn = _login_page(served_idp, rp, browser)
+    wallet.login(txn, authenticator=device)  # the phone: its own cookies
+    cookies = browser.cookies.get_dict()
+    url = served_idp.url(f"/login/status?txn={txn}")
+    responses = parallel(lambda i: requests.get(url, cookies=cookies, headers={"Accept": "application/json"},
+                                                timeout=TIMEOUT), N)
+    assert all(r.status_code == 200 and r.json()["status"] == "authenticated" for r in responses), \
+        sorted(r.status_code for r in responses)
+    assert sum("idp_session" in r.headers.get("Set-Cookie", "") for r in responses) == 1
+    with served_idp.engine().connect() as db:
+        sessions = db.execute(select(BrowserSession.id).where(BrowserSession.scope_txn == txn)).all()
+    assert len(sessions) == 1, sessions
 
 
 def test_client_assertion_jti_is_used_once(served_idp: ServedIdP) -> None:

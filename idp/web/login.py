@@ -58,6 +58,7 @@ from idp.oidc.server import query_client
 from idp.oidc.session import current_db
 from idp.policy import reached_acr
 from idp.storage.models import AuthorizationTransaction, BrowserSession, utcnow
+from idp.storage.single_use import compare_and_set
 from idp.web import browser, consent, i18n, page_cache
 from idp.web.base64 import json_body, string_field
 from idp.web.transactions import load_for_assertion, load_transaction
@@ -411,9 +412,12 @@ def status() -> ResponseReturnValue:
 
 
 def _next_for(txn: AuthorizationTransaction) -> str:
-    """A session approved on another device, picked up by the opening browser (once)."""
-    if not txn.session_started and browser.same_browser(txn.browser_binding):
-        txn.session_started = True
+    """A session approved on another device, picked up by the opening browser once: of its
+    concurrent status polls and page loads, the one whose compare-and-set marks it started
+    (a row lock alone does not serialise them on SQLite)."""
+    if not txn.session_started and browser.same_browser(txn.browser_binding) and compare_and_set(
+            current_db(), AuthorizationTransaction, AuthorizationTransaction.id == txn.id,
+            AuthorizationTransaction.session_started.is_(False), session_started=True):
         _new_session(txn, cross_device=True)
     return _consent_url(txn)
 
