@@ -6,6 +6,9 @@ subsystem registers itself through ``init_app`` or a blueprint.
 
 from __future__ import annotations
 
+from types import FunctionType
+from typing import Any, Callable
+
 from flask import Flask, render_template
 from flask.sessions import SessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -28,7 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or Settings.from_env()
     services = load_services(settings)
-    app = Flask(__name__, instance_path=str(settings.instance_dir))
+    app = IdPFlask(__name__, instance_path=str(settings.instance_dir))
     app.config.update(
         SECRET_KEY=services.secret_key,
         MAX_CONTENT_LENGTH=256 * 1024,
@@ -74,6 +77,28 @@ def create_app(settings: Settings | None = None) -> Flask:
         return render_template("index.html", demo=settings.development)
 
     return app
+
+
+class IdPFlask(Flask):
+    """Flask that asks once per function whether a view or hook is a coroutine function.
+
+    Flask wraps every view and hook in ``ensure_sync`` on every call, and that asks
+    ``inspect.iscoroutinefunction`` each time: fourteen times per request here, for an
+    answer that never changes. Plain functions keep their first answer; anything else
+    (a bound method, a partial) is asked each time as before.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._synchronous: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        known = self._synchronous.get(func)
+        if known is None:
+            known = super().ensure_sync(func)
+            if isinstance(func, FunctionType):
+                self._synchronous[func] = known
+        return known
 
 
 class NoCookieSession(SessionInterface):

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import multiprocessing
 import sys
+from multiprocessing.connection import Connection
 from typing import Callable, Sequence
 
 from idp.settings import Settings
@@ -57,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     """Serve; in development create what is missing first (PROTOCOL §1). Outside development
     only ``idp init`` creates keys, CA, salt and secret: a missing one is a refusal naming
     it, before anything is created (PROTOCOL §7.6), never a new identity for everyone."""
-    from idp.context import initialise, missing_for_serving
+    from idp.context import missing_for_serving
     from idp.ops import serving
 
     settings = _settings()
@@ -71,14 +72,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from gunicorn.app.base import BaseApplication
 
     from idp import create_app
-    from idp.keystore import KeyStoreError
     from idp.ops import logs
     from idp.web import i18n
 
-    try:  # outside development nothing is created here: only the schema may be new, old key files imported
-        initialise(settings, create_keys=settings.development)
-    except KeyStoreError as exc:
-        raise CommandError(f"refusing to start with issuer {settings.issuer}: {exc}") from None
+    _initialise_apart(settings)
     app = create_app(settings)
     logs.configure()  # after start-up: a refusal to start stays one plain line (main)
     if settings.development and not settings.registration_token:
@@ -113,6 +110,48 @@ def cmd_serve(args: argparse.Namespace) -> None:
     logs.access.getChild("serve").info("serving %s on http://%s:%s with %d workers", settings.issuer, args.host,
                                        args.port, workers)
     Server().run()
+
+
+def _initialise_apart(settings: Settings) -> None:
+    """``initialise`` in a forked child, whose answer is the schema's head revision(s).
+
+    Migrating needs alembic, about 11 MiB of memory that every worker forked from this
+    process would carry for nothing; the child carries it and exits. The heads it reads
+    from the migrations let ``/readyz`` compare the database's revision without alembic.
+    Outside development nothing is created here: only the schema may be new and an earlier
+    version's key files imported.
+    """
+    from idp.storage import db
+
+    fork = multiprocessing.get_context("fork")
+    receiver, sender = fork.Pipe(duplex=False)
+    child = fork.Process(target=_initialise_child, args=(settings, sender), name="idp-initialise")
+    child.start()
+    sender.close()
+    try:
+        outcome, value = receiver.recv()
+    except EOFError:  # the child died without an answer (killed, out of memory)
+        outcome, value = "error", "initialisation stopped without an answer"
+    child.join()
+    if outcome != "ok":
+        raise CommandError(value)
+    db.remember_code_heads(value)
+
+
+def _initialise_child(settings: Settings, sender: Connection) -> None:
+    from idp import audit
+    from idp.context import initialise
+    from idp.keystore import KeyStoreError
+    from idp.storage import db
+
+    try:
+        initialise(settings, create_keys=settings.development)
+        audit.flush_anchor()
+        sender.send(("ok", db.code_heads()))
+    except KeyStoreError as exc:
+        sender.send(("refused", f"refusing to start with issuer {settings.issuer}: {exc}"))
+    except Exception as exc:
+        sender.send(("error", _one_line(exc)))
 
 
 def _in_transaction(work: Callable[..., str]) -> str:
@@ -348,14 +387,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (CommandError, ValueError) as exc:  # SettingsError, LifecycleError, PolicyError are ValueErrors
-        print(f"idp: {exc}", file=sys.stderr)
-        return 1
     except Exception as exc:  # an operator sees one line, never a traceback
-        message = " ".join(str(getattr(exc, "description", None) or exc).split())
-        print(f"idp: {type(exc).__name__}: {message}", file=sys.stderr)
+        print(f"idp: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, (CommandError, ValueError)):  # SettingsError, LifecycleError, PolicyError are ValueErrors
+        return str(exc)
+    message = " ".join(str(getattr(exc, "description", None) or exc).split())
+    return f"{type(exc).__name__}: {message}"
 
 
 if __name__ == "__main__":

@@ -167,3 +167,38 @@ def test_init_prints_what_it_created_and_nothing_on_a_rerun(tmp_path, fresh_data
     again = subprocess.run([sys.executable, "-m", "idp.cli", "init"], env=env, capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 0 and again.stdout == "", again
+
+
+def test_a_serving_process_never_imports_alembic(tmp_path):
+    """`idp serve` migrates in a forked child: alembic (about 11 MiB) stays out of the master
+    and so of every worker forked from it, and /readyz compares revisions without it."""
+    script = """
+import sys
+from idp import create_app
+from idp.cli import _initialise_apart
+from idp.settings import Settings
+
+settings = Settings.from_env()
+_initialise_apart(settings)
+app = create_app(settings)
+answer = app.test_client().get("/readyz")
+assert answer.status_code == 200, answer.get_data(as_text=True)
+assert "alembic" not in sys.modules, sorted(m for m in sys.modules if m.startswith("alembic"))
+print("lean")
+"""
+    env = {**os.environ, "IDP_ISSUER": "http://localhost:8000", "IDP_KEYS_DIR": str(tmp_path / "keys"),
+           "IDP_INSTANCE_DIR": str(tmp_path / "instance"), "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.db'}"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "lean", done.stderr[-2000:]
+
+
+def test_serve_reports_a_failed_initialisation_in_one_line(tmp_path):
+    """The initialising child's refusal reaches the operator as `idp serve`'s own one line."""
+    env = {**os.environ, "IDP_ISSUER": "http://localhost:8000", "IDP_KEYS_DIR": str(tmp_path / "keys"),
+           "IDP_INSTANCE_DIR": str(tmp_path / "instance"),
+           "IDP_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2"}
+    done = subprocess.run([sys.executable, "-m", "idp.cli", "serve", "--port", "0"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("idp: OperationalError"), done.stderr[-2000:]

@@ -50,6 +50,15 @@ def test_metrics_parse_and_include_the_documented_families(server):
     assert "idp_db_pool_connections_in_use" in names
 
 
+
+def test_invented_methods_share_one_label(server):
+    """A label per method a client makes up would grow the metrics without end."""
+    for method in ("BREW", "WHEN", "PROPFIND"):
+        requests.request(method, server.base_url + "/nowhere", timeout=10)
+    samples = scrape(server)
+    methods = {dict(labels).get("method") for name, labels in samples if name == "idp_request_duration_seconds_count"}
+    assert "other" in methods and not methods & {"BREW", "WHEN", "PROPFIND"}
+
 def test_one_login_moves_each_counter_by_exactly_one(server):
     client = rp(server)
     phone_before = scrape(server)

@@ -437,8 +437,9 @@ def issue_code(c: Checked, user: AuthorizedUser, session: browser.SessionView,
 def remember_session_client(session: browser.SessionView, client_id: str) -> None:
     """Back-Channel Logout 1.0 §2.7: which RPs this browser session signed in to (one
     statement: an insert that leaves an existing pair alone)."""
-    db = current_db()
-    db.execute(_SESSION_CLIENT[db.get_bind().dialect.name], {"session_id": session.row.id, "client_id": client_id})
+    connection = current_db().connection()
+    connection.execute(_SESSION_CLIENT[connection.dialect.name], {"session_id": session.row.id,
+                                                                  "client_id": client_id})
 
 
 _SESSION_CLIENT = {

@@ -51,6 +51,8 @@ DB_CONNECTIONS = Gauge("idp_db_pool_connections_in_use", "Database connections c
 
 LOGIN_ENDPOINTS = frozenset({"login.assertion", "account.login_assertion"})
 ENROLMENT_ENDPOINTS = {"enroll.finish": "finish", "enroll.activate": "activate"}
+# Any token is a method to HTTP: one label per method a client invents would grow without end
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 KNOWN_GRANTS = frozenset({"authorization_code", "refresh_token", "client_credentials"})
 _CATEGORY_KEY = "_metrics_token_category"
 _REPEATED_KEY = "_metrics_step_repeated"
@@ -132,11 +134,18 @@ def init_app(app: Flask, token: str | None) -> None:
     def _start_clock() -> None:
         g._metrics_started = time.perf_counter()
 
+    latency: dict[tuple[str, str], Any] = {}  # the histogram's child by labels: looked up once each
+
     @app.after_request
     def _observe(response: Response) -> Response:
         started = g.pop("_metrics_started", None)
         if started is not None:
-            LATENCY.labels(request.endpoint or "unmatched", request.method).observe(time.perf_counter() - started)
+            method = request.method
+            labels = (request.endpoint or "unmatched", method if method in KNOWN_METHODS else "other")
+            child = latency.get(labels)
+            if child is None:
+                child = latency[labels] = LATENCY.labels(*labels)
+            child.observe(time.perf_counter() - started)
         _count(response)
         return response
 

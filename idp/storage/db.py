@@ -16,23 +16,23 @@ import fcntl
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.storage.write_gate import WriteGate
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 CONNECT_TIMEOUT = 5
 STATEMENT_TIMEOUT_MS = 15_000
 POOL_TIMEOUT = 5
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+VERSION_TABLE = "alembic_version"  # alembic's default, which idp/migrations/env.py keeps
 _MIGRATION_LOCK_ID = 0x69645F6D69677261  # pg_advisory_lock key: one `idp db upgrade` at a time
 
 
@@ -57,6 +57,8 @@ class Database:
         driver does not wrap DDL in a transaction, so a lock file beside the database file
         serialises the instances of one machine (the only ones that can share it).
         """
+        from alembic import command
+
         config = alembic_config(self.url)
         with _sqlite_file_lock(self.url), self.engine.connect() as connection:
             postgres = connection.dialect.name == "postgresql"
@@ -101,7 +103,11 @@ def _sqlite_file_lock(url: str) -> Iterator[None]:
 
 
 def _current_heads(connection: Connection) -> frozenset[str]:
-    return frozenset(MigrationContext.configure(connection).get_current_heads())
+    """The revision(s) alembic recorded in its version table (none before the first migration),
+    read with a plain query: a serving process answers ``/readyz`` without importing alembic."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return frozenset()
+    return frozenset(connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
 
 
 _CODE_HEADS: frozenset[str] | None = None
@@ -111,11 +117,21 @@ def code_heads() -> frozenset[str]:
     """The head revision(s) of the migrations shipped with this code (read once)."""
     global _CODE_HEADS
     if _CODE_HEADS is None:
+        from alembic.script import ScriptDirectory
+
         _CODE_HEADS = frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
     return _CODE_HEADS
 
 
+def remember_code_heads(heads: frozenset[str]) -> None:
+    """The heads as a process that imported alembic read them (``idp serve``'s initialising child)."""
+    global _CODE_HEADS
+    _CODE_HEADS = frozenset(heads)
+
+
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
