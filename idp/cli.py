@@ -97,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             self.cfg.set("graceful_timeout", serving.GRACEFUL_TIMEOUT)
             self.cfg.set("child_exit", serving.child_exit)
             self.cfg.set("logger_class", serving.json_logger_class())
-            self.cfg.set("post_fork", serving.post_fork_engine(app.extensions["idp"].db.engine))
+            self.cfg.set("post_fork", serving.post_fork_database(app.extensions["idp"].db))
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25
                 # No management socket: its default path is shared by every instance on the host.
                 self.cfg.set("control_socket_disable", True)

@@ -63,10 +63,11 @@ def child_exit(server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
-def post_fork_engine(engine: Any) -> Any:
-    """gunicorn hook factory: a worker never reuses connections opened by the arbiter."""
+def post_fork_database(database: Any) -> Any:
+    """gunicorn hook factory: each worker opens its own connections (never the arbiter's)
+    and, on SQLite, checkpoints the WAL in its own thread (``idp.storage.db``)."""
 
     def post_fork(server: Any, worker: Any) -> None:
-        engine.dispose(close=False)
+        database.after_fork()
 
     return post_fork

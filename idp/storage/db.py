@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from idp.storage.checkpoint import WalCheckpointer
 from idp.storage.write_gate import WriteGate
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _make_engine(url)
+        self.sqlite_path = _sqlite_file(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -88,6 +90,13 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def after_fork(self) -> None:
+        """In a forked serving worker: never reuse the parent's connections, and on SQLite
+        checkpoint the WAL in a thread of this process (idp.storage.checkpoint)."""
+        self.engine.dispose(close=False)
+        if self.sqlite_path is not None:
+            WalCheckpointer(self.sqlite_path).attach(self.engine)
 
 
 @contextmanager
@@ -149,10 +158,18 @@ def _private_file(path: Path, *, create: bool = True) -> None:
         os.chmod(path, 0o600)
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of an on-disk SQLite URL."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1]
+    return Path(path) if path and path != ":memory:" and not path.startswith("file:") else None
+
+
 def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        on_disk = bool(path) and path != ":memory:" and not path.startswith("file:")
+        on_disk = _sqlite_file(url) is not None
         if on_disk:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             _private_file(Path(path))
