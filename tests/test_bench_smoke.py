@@ -41,3 +41,17 @@ def test_login_flow_smoke(tmp_path: Path) -> None:
     assert summary["flows"] >= 6 and summary["errors"] == 0, summary
     assert report["server_tracebacks"] == 0
     assert report["memory"]["end"]["workers"] == 1 and report["cpu"]["server_s"] > 0
+
+
+def test_compare_cost_smoke(tmp_path: Path) -> None:
+    """``compare.py --cost``: endpoint_cost.py rounds of two snapshots, alternating."""
+    out = tmp_path / "compare.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "BENCH_"))}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "compare.py"), "HEAD", "HEAD", "--cost",
+                           "--rounds", "1", "--json", str(out), "--", "--flows", "4", "--people", "1"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rounds = json.loads(out.read_text())
+    assert [len(rounds["old"]), len(rounds["new"])] == [1, 1]
+    assert all(r["by_flow_kind"]["login"]["app_cpu_ms_per_flow"] > 0 for r in rounds["old"] + rounds["new"])
+    assert "app CPU per login new/old:" in done.stdout
