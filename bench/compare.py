@@ -127,5 +127,6 @@ def print_table(rounds: dict[str, list[dict]], figures: Callable[[dict], dict[st
         print(f"{label:<8}{'median':>6}" + "".join(f"{medians[label][name]:>20.1f}" for name in names))
     print(verdict(medians["old"], medians["new"]))
 
+
 if __name__ == "__main__":
     sys.exit(main())
