@@ -440,8 +440,14 @@ class _Anchorer:
         if self._pid == os.getpid():
             return
         self._pid = os.getpid()  # a forked worker starts its own thread (threads do not survive fork)
-        self._due = threading.Event()
         threading.Thread(target=self._tick, name="audit-anchor", daemon=True).start()
+
+    def after_fork_in_child(self) -> None:
+        """A forked child starts with fresh locks and nothing pending: the parent's anchor
+        thread may have held a lock at the fork, and it does not run here to release it (the
+        parent still writes what it had pending)."""
+        self._lock, self._writing, self._due = threading.Lock(), threading.Lock(), threading.Event()
+        self._pending, self._count, self._pid = {}, 0, 0
 
     def _tick(self) -> None:
         while True:
@@ -476,6 +482,7 @@ class _Anchorer:
 
 anchorer = _Anchorer()
 atexit.register(anchorer.flush)
+os.register_at_fork(after_in_child=anchorer.after_fork_in_child)
 
 
 def flush_anchor() -> None:

@@ -5,6 +5,8 @@ memory, and `idp audit archive` exporting a verified segment before pruning it."
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 import tracemalloc
@@ -256,3 +258,24 @@ def _head(engine: Engine) -> audit.Head:
         seq, entry_hash = session.execute(select(AuditEntry.seq, AuditEntry.entry_hash)
                                           .order_by(AuditEntry.seq.desc()).limit(1)).one()
     return audit.Head(seq, entry_hash)
+
+
+def test_a_worker_forked_while_the_anchor_thread_writes_can_still_anchor(engine, tmp_path):
+    """gunicorn forks workers at any time; a lock the parent's anchor thread held at that
+    moment would stay held in the child for ever (no thread there releases it)."""
+    with audit.anchorer._writing, audit.anchorer._lock:  # the parent's thread, mid-write
+        pid = os.fork()
+        if pid == 0:  # the child: anchors its own entry, within the deadline
+            code = 1
+            try:
+                signal.alarm(20)
+                engine.dispose(close=False)  # the parent's connections stay the parent's
+                with Session(engine) as session, session.begin():
+                    session.info[audit.ANCHOR_DIR_KEY] = tmp_path
+                    audit.record(session, "test.forked")
+                audit.flush_anchor()
+                code = 0 if audit.read_anchor(tmp_path) == {0: _head(engine)} else 2
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
